@@ -1,0 +1,71 @@
+"""The networks, and the presets that name them.
+
+``ARCHS`` maps an architecture name to its class; ``PRESETS`` maps a preset name to its architecture and
+constructor arguments (the scale is given separately). Both are plain dicts: nothing registers itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from sisr.errors import SisrError
+from sisr.models.mma import MMA
+from sisr.models.mma import VARIANTS as MMA_VARIANTS
+from sisr.models.seemore import VARIANTS as SEEMORE_VARIANTS
+from sisr.models.seemore import SeemoRe
+
+ARCHS: dict[str, type[nn.Module]] = {"mma": MMA, "seemore": SeemoRe}
+
+# The keyword that carries the upscaling factor in each constructor (the official names differ).
+SCALE_ARG: dict[str, str] = {"mma": "upscale", "seemore": "scale"}
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    **{name: ("mma", dict(args)) for name, args in MMA_VARIANTS.items()},
+    **{name: ("seemore", dict(args)) for name, args in SEEMORE_VARIANTS.items()},
+}
+
+
+def build(arch: str, args: dict[str, Any]) -> nn.Module:
+    """Builds an architecture from its constructor arguments.
+
+    Args:
+        arch: A key of ``ARCHS``.
+        args: Keyword arguments of the constructor; unknown names raise ``SisrError``.
+    """
+    if arch not in ARCHS:
+        raise SisrError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    try:
+        return ARCHS[arch](**args)
+    except TypeError as err:  # an unknown or missing keyword
+        raise SisrError(f"{arch}: {err}") from None
+
+
+def create_model(name: str, scale: int) -> nn.Module:
+    """Builds a freshly initialised network from a preset name.
+
+    Args:
+        name: One of ``PRESETS``: ``"mma"``, ``"seemore-t"``, ``"seemore-b"``, ``"seemore-l"``.
+        scale: Upscaling factor (2, 3 or 4; MMA also takes 8, 16, ...).
+
+    Returns:
+        The network in training mode, mapping (B, 3, H, W) in [0, 1] to (B, 3, scale*H, scale*W).
+    """
+    if name not in PRESETS:
+        raise SisrError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    arch, args = PRESETS[name]
+    return build(arch, {**args, SCALE_ARG[arch]: scale})
+
+
+def arch_of(model: nn.Module) -> str:
+    """The ``ARCHS`` name of a network instance."""
+    for name, cls in ARCHS.items():
+        if isinstance(model, cls):
+            return name
+    raise SisrError(f"not a sisr network: {type(model).__name__}")
+
+
+def scale_of(model: nn.Module) -> int:
+    """The upscaling factor of a network instance."""
+    return int(getattr(model, SCALE_ARG[arch_of(model)]))

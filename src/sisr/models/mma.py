@@ -1,0 +1,281 @@
+"""MMA: "Activating Wider Areas in Image Super-Resolution" (Cheng et al., arXiv 2403.08330).
+
+A residual stack of MetaFormer-style blocks. Each block mixes tokens with the sum of a bidirectional
+Mamba (the "bimamba v2" of Vision Mamba, Zhu et al., arXiv 2401.09417) over the raster-scanned image and
+an RCAN-style channel attention branch, followed by a gated depthwise-conv feed-forward network.
+Module and parameter names follow the official code (ArsenalCheng/MMA) so that its checkpoints load with
+``strict=True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sisr.ops import selective_scan
+
+__all__ = ["MMA", "VARIANTS"]
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention as in RCAN."""
+
+    def __init__(self, *, num_feat: int, squeeze_factor: int) -> None:
+        super().__init__()
+        # Index layout (pool, conv, relu, conv, sigmoid) gives the official keys attention.1/.3.
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(num_feat, num_feat // squeeze_factor, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(num_feat // squeeze_factor, num_feat, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.attention(x)  # (B, C, H, W) * (B, C, 1, 1)
+
+
+class CAB(nn.Module):
+    """Channel attention block: conv, GELU, conv, channel attention (keys ``cab.0``, ``cab.2``, ``cab.3``)."""
+
+    def __init__(self, *, num_feat: int, compress_ratio: int = 4, squeeze_factor: int = 30) -> None:
+        super().__init__()
+        self.cab = nn.Sequential(
+            nn.Conv2d(num_feat, num_feat // compress_ratio, 3, 1, 1),
+            nn.GELU(),
+            nn.Conv2d(num_feat // compress_ratio, num_feat, 3, 1, 1),
+            ChannelAttention(num_feat=num_feat, squeeze_factor=squeeze_factor),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cab(x)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a (B, C, H, W) map, held in ``body`` as in the official code."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = nn.LayerNorm(dim, eps=1e-5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class FeedForward(nn.Module):
+    """Gated depthwise-conv feed-forward network (GDFN of Restormer)."""
+
+    def __init__(self, *, dim: int, ffn_expansion_factor: float = 2.66, bias: bool = True) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, 1, 1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class BiMamba(nn.Module):
+    """Bidirectional Mamba mixer (Vim's ``Mamba`` with ``bimamba_type="v2"``, ``if_divide_out=False``).
+
+    The sequence is scanned forwards with ``conv1d``/``x_proj``/``dt_proj``/``A_log``/``D`` and backwards
+    with the ``*_b`` parameters; both directions share ``in_proj`` and ``out_proj`` and their outputs are
+    summed before ``out_proj``.
+    """
+
+    def __init__(self, *, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state = d_state
+        self.dt_rank = math.ceil(d_model / 16)
+        d_inner, dt_rank = self.d_inner, self.dt_rank
+        # Initial values follow mamba_ssm, so that the module also trains from scratch.
+        a_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1)
+
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        # Forward direction.
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner)
+        self.A_log = nn.Parameter(a_log.clone())
+        self.D = nn.Parameter(torch.ones(d_inner))
+        # Backward direction.
+        self.A_b_log = nn.Parameter(a_log.clone())
+        self.conv1d_b = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
+        self.x_proj_b = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj_b = nn.Linear(dt_rank, d_inner)
+        self.D_b = nn.Parameter(torch.ones(d_inner))
+
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self._init_dt(self.dt_proj)
+        self._init_dt(self.dt_proj_b)
+
+    def _init_dt(self, dt_proj: nn.Linear, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
+        # softplus(bias) log-uniform in [dt_min, dt_max], as in mamba_ssm.
+        std = self.dt_rank**-0.5
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=1e-4)
+        with torch.no_grad():
+            dt_proj.weight.uniform_(-std, std)
+            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+
+    def _ssm_inputs(
+        self, x: Tensor, conv1d: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Causal conv + SiLU, then the input-dependent (delta, B, C) of one direction.
+
+        Returns u, delta (without bias) of shape (B, d_inner, L) and B, C of shape (B, d_state, L).
+        """
+        length = x.shape[-1]
+        u = F.silu(conv1d(x)[..., :length])  # padding d_conv-1 on both sides; keep the causal part
+        x_dbl = x_proj(u.transpose(1, 2))  # (B, L, dt_rank + 2 * d_state)
+        dt, b, c = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # dt_proj.bias enters the scan as delta_bias
+        return u, delta, b.transpose(1, 2), c.transpose(1, 2)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Mixes (B, L, d_model) tokens; returns the same shape."""
+        xz = self.in_proj(tokens).transpose(1, 2)  # (B, 2 * d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+
+        u, delta, b, c = self._ssm_inputs(x, self.conv1d, self.x_proj, self.dt_proj)
+        y = selective_scan(
+            u,
+            delta,
+            -torch.exp(self.A_log),
+            b,
+            c,
+            self.D,
+            z=z,
+            delta_bias=self.dt_proj.bias,
+            delta_softplus=True,
+        )
+
+        # The backward direction runs the same math on the reversed sequence. (Equivalently, without the
+        # flips: an anti-causal conv, i.e. right padding and a flipped kernel, then a reverse=True scan.)
+        x_b, z_b = x.flip(-1), z.flip(-1)
+        u_b, delta_b, b_b, c_b = self._ssm_inputs(x_b, self.conv1d_b, self.x_proj_b, self.dt_proj_b)
+        y_b = selective_scan(
+            u_b,
+            delta_b,
+            -torch.exp(self.A_b_log),
+            b_b,
+            c_b,
+            self.D_b,
+            z=z_b,
+            delta_bias=self.dt_proj_b.bias,
+            delta_softplus=True,
+        )
+
+        return self.out_proj((y + y_b.flip(-1)).transpose(1, 2))  # (B, L, d_model)
+
+
+class MambaLayer(nn.Module):
+    """Runs :class:`BiMamba` over the raster-scanned pixels of a (B, C, H, W) map."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.mamba = BiMamba(d_model=dim, d_state=16, d_conv=4, expand=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C), row-major pixel order
+        return self.mamba(tokens).transpose(1, 2).reshape(b, c, h, w)
+
+
+class HybridAttBlock(nn.Module):
+    """Sum of the Mamba branch and the channel attention branch."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.mamba = MambaLayer(dim=dim)
+        self.channel_attention = CAB(num_feat=dim, compress_ratio=4, squeeze_factor=30)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mamba(x) + self.channel_attention(x)
+
+
+class MLPMixer(nn.Module):
+    """Pre-norm block: ``x + attn(norm1(x))`` then ``x + ffn(norm2(x))``."""
+
+    def __init__(self, *, dim: int, ffn_expansion_factor: float = 2.66, bias: bool = True) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm2d(dim)
+        self.attn = HybridAttBlock(dim=dim)
+        self.norm2 = LayerNorm2d(dim)
+        self.ffn = FeedForward(dim=dim, ffn_expansion_factor=ffn_expansion_factor, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class Upsample(nn.Sequential):
+    """Conv + PixelShuffle upsampler of BasicSR, for scales 2^n and 3."""
+
+    def __init__(self, *, scale: int, num_feat: int) -> None:
+        layers: list[nn.Module] = []
+        if scale >= 2 and scale & (scale - 1) == 0:
+            for _ in range(scale.bit_length() - 1):
+                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"upscale {scale} is not supported; use a power of two or 3")
+        super().__init__(*layers)
+
+
+class MMA(nn.Module):
+    """MMA super-resolution network.
+
+    Args:
+        num_in_ch: Channels of the input image.
+        num_out_ch: Channels of the output image.
+        num_feat: Feature width (the Mamba ``d_model``).
+        num_block: Number of :class:`MLPMixer` blocks.
+        upscale: Scale factor, a power of two or 3.
+        img_range: Factor applied to the mean-subtracted input (the official checkpoints use 1.0).
+        rgb_mean: Mean subtracted from the input and added back to the output.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_block: int = 16,
+        upscale: int = 4,
+        img_range: float = 255.0,
+        rgb_mean: tuple[float, float, float] = (0.4488, 0.4371, 0.4040),
+    ) -> None:
+        super().__init__()
+        self.upscale = upscale
+        self.img_range = img_range
+        self.register_buffer("mean", torch.tensor(rgb_mean).view(1, 3, 1, 1), persistent=False)
+
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*(MLPMixer(dim=num_feat) for _ in range(num_block)))
+        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.upsample = Upsample(scale=upscale, num_feat=num_feat)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Maps (B, C, H, W) in [0, 1] to (B, C, upscale*H, upscale*W)."""
+        mean = self.mean.to(x.dtype)
+        x = (x - mean) * self.img_range
+        x = self.conv_first(x)
+        x = x + self.conv_after_body(self.body(x))
+        x = self.conv_last(self.upsample(x))
+        return x / self.img_range + mean
+
+
+# Official configuration (options/{train,test}/MMA/*.yml); the scale is passed separately as ``upscale``.
+VARIANTS: dict[str, dict[str, int | float]] = {
+    "mma": dict(num_feat=192, num_block=24, img_range=1.0),
+}
