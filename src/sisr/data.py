@@ -1,0 +1,864 @@
+"""Training and validation data: paired LR/HR folders, LR made on the fly, reproducible and resumable loading.
+
+Two datasets cover what MMA and SeemoRe train on (both through BasicSR):
+
+- :class:`PairedImageDataset` reads ready-made LR ("LQ") and HR ("GT") images, e.g. DIV2K / DF2K with
+  their bicubic LR folders, or the benchmark sets for validation. Pairs are found by name: the GT
+  ``0001.png`` goes with the LQ ``0001x2.png`` for ``filename_tmpl="{}x2"``. Training takes a random
+  aligned crop (``gt_size`` on GT, ``gt_size // scale`` on LQ) and BasicSR's flips/rotation.
+- :class:`GTOnlyDataset` reads HR images only and makes the LR input itself, like MMA's ImageNet
+  pretraining (``ImageNetPairedDataset`` in the official code): mod-crop, stretch images smaller than
+  ``gt_size`` up to it (bilinear, as ``cv2.resize``), random crop, MATLAB bicubic ``1 / scale``.
+
+Images are decoded with Pillow into RGB (gray is replicated, alpha dropped, EXIF orientation applied);
+8-bit samples become ``x / 255`` and 16-bit gray ``x / 65535`` in float32 (Pillow itself reduces 16-bit
+*colour* PNGs to 8 bits). Samples are dicts of ``(3, h, w)`` float32 tensors in ``[0, 1]`` (LR made on
+the fly is not clipped, as in MMA) and the source names.
+
+Unreadable files never stop a run: the first failure of a file emits an :class:`UnreadableImageWarning`
+naming it, the file is remembered as bad, and another image is drawn in its place. ``dataset.skipped``
+counts the bad files *seen by this process*: with ``num_workers > 0`` every DataLoader worker holds its
+own copy of the dataset, so each worker warns (on its stderr) and counts on its own.
+
+Reproducibility and resuming
+----------------------------
+Randomness never comes from a process-global generator during training. :func:`make_loader` puts a
+:class:`SeededSampler` in the DataLoader. For every epoch it takes a permutation from
+``DistributedSampler`` (a function of ``(seed, epoch)`` only, sharded over ranks when distributed) and
+yields keys ``(index, sample_seed)`` instead of bare indices, where ``sample_seed`` is derived from
+``(seed, epoch, position in the epoch)``. The dataset seeds a fresh ``numpy`` generator from that key for
+the crop position, the flips, and the replacement of an unreadable file. A sample is therefore a pure
+function of ``(seed, epoch, position)``: the batches do not depend on ``num_workers``, on which worker
+made them, or on what happened before. :class:`InfiniteLoader` turns the loader into an endless batch
+stream for iteration-based training, calling ``set_epoch`` at each epoch end; to resume at iteration
+``k`` it sets the epoch to ``k // batches_per_epoch`` and starts the sampler at the right position
+inside it, so the resumed run yields exactly the batches the uninterrupted run would have, without
+reading the skipped ones.
+
+Plain integer indices (``dataset[i]``, or a DataLoader without our sampler) still work; their random
+draws are then seeded from Python's ``random`` module, which :func:`seed_worker` seeds in every worker
+from torch's per-worker seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import operator
+import os
+import random
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from sisr.errors import SisrError
+from sisr.imresize import imresize
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "GTOnlyDataset",
+    "InfiniteLoader",
+    "PairedImageDataset",
+    "SampleKey",
+    "SeededSampler",
+    "UnreadableImageWarning",
+    "augment",
+    "list_images",
+    "make_loader",
+    "paired_random_crop",
+    "read_meta_info",
+    "resize_bilinear",
+    "seed_worker",
+]
+
+# File name suffixes (lower case) taken as images when scanning folders.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+# What a dataset accepts as an index: a plain int, or (index, sample_seed) from SeededSampler.
+SampleKey = int | tuple[int, int]
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image could not be read and was skipped; another one was used in its place."""
+
+
+class _Unreadable(Exception):
+    """Internal: reading ``name`` failed for ``reason``; the dataset skips it."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _decode(source: str | bytes, name: str) -> np.ndarray:
+    """Decodes a file path or encoded bytes to ``(H, W, 3)`` uint8, or uint16 for 16-bit gray."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            im.load()  # decode everything now, so a truncated file fails here
+            im = ImageOps.exif_transpose(im)
+            if im.mode in _SIXTEEN_BIT_MODES:
+                gray = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            return np.asarray(im)
+    # Pillow signals damaged files with many exception types (OSError, SyntaxError, ValueError,
+    # zlib.error, struct.error, DecompressionBombError, ...); all of them mean "unreadable".
+    except Exception as e:
+        raise _Unreadable(name, _one_line(e)) from e
+
+
+def _to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 pixels -> float32 in [0, 1]; float input is returned as float32."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / np.float32(255.0)
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / np.float32(65535.0)
+    return pixels.astype(np.float32, copy=False)
+
+
+def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) pixels -> (3, H, W) float32 tensor in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(_to_float(pixels).transpose(2, 0, 1)))
+
+
+def list_images(folder: str | os.PathLike[str], *, what: str, recursive: bool = False) -> list[Path]:
+    """Image files in a folder, sorted by relative path; hidden files are ignored.
+
+    Args:
+        folder: The folder to scan.
+        what: How to call the folder in error messages, e.g. ``"GT"``.
+        recursive: Also scan subfolders (ImageNet keeps one folder per class).
+
+    Returns:
+        The image paths, at least one.
+
+    Raises:
+        SisrError: If the folder does not exist or holds no image.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise SisrError(f"{what} folder {root} does not exist or is not a folder")
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    files = [
+        p
+        for p in candidates
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+    if not files:
+        raise SisrError(f"no images in {what} folder {root}")
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def read_meta_info(path: str | os.PathLike[str]) -> list[str]:
+    """Image names from a BasicSR meta-info file: the first field of every non-empty line.
+
+    Lines look like ``0001_s001.png (480,480,3)`` or, in an LMDB's ``meta_info.txt``,
+    ``0001_s001.png (480,480,3) 1``.
+
+    Raises:
+        SisrError: If the file cannot be read or lists no name.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SisrError(f"cannot read meta-info file {path}: {_one_line(e)}") from e
+    names = [line.split()[0] for line in text.splitlines() if line.strip()]
+    if not names:
+        raise SisrError(f"meta-info file {path} lists no images")
+    return names
+
+
+def _import_lmdb() -> Any:
+    try:
+        import lmdb
+    except ImportError as e:
+        raise SisrError(
+            "the lmdb backend needs the lmdb package: pip install lmdb (or pip install 'sisr[lmdb]')"
+        ) from e
+    return lmdb
+
+
+class _LmdbStore:
+    """Read-only access to a BasicSR-layout LMDB folder (``data.mdb`` + ``meta_info.txt``).
+
+    Keys are the image names of ``meta_info.txt`` without extension; values are encoded images (PNG).
+    Holds only the path, so it pickles; the environment is opened once per process (:func:`_lmdb_env`).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, what: str) -> None:
+        lmdb = _import_lmdb()
+        self.root = Path(root)
+        for needed in ("data.mdb", "meta_info.txt"):
+            if not (self.root / needed).is_file():
+                raise SisrError(f"{what} LMDB {self.root} has no {needed}; make it with 'sisr prepare lmdb'")
+        self.keys = [os.path.splitext(name)[0] for name in read_meta_info(self.root / "meta_info.txt")]
+        try:  # fail now rather than in a worker
+            _lmdb_env(self.root)
+        except lmdb.Error as e:
+            raise SisrError(f"cannot open {what} LMDB {self.root}: {_one_line(e)}") from e
+
+    def get(self, key: str) -> bytes:
+        with _lmdb_env(self.root).begin(write=False) as txn:
+            value = txn.get(key.encode("utf-8"))
+        if value is None:
+            raise _Unreadable(key, f"key not in {self.root}")
+        return bytes(value)
+
+
+# Read-only LMDB environments of this process, by folder: py-lmdb refuses to open an environment twice in
+# one process, so datasets (and their copies) share one. A handle inherited through fork (DataLoader
+# workers) must not be used; it is closed and the folder reopened in the new process.
+_LMDB_ENVS: dict[str, tuple[int, Any]] = {}
+
+
+def _lmdb_env(root: Path) -> Any:
+    path = str(root.resolve())
+    entry = _LMDB_ENVS.get(path)
+    if entry is not None:
+        pid, env = entry
+        if pid == os.getpid():
+            return env
+        with contextlib.suppress(Exception):
+            env.close()
+    lmdb = _import_lmdb()
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+    _LMDB_ENVS[path] = (os.getpid(), env)
+    return env
+
+
+def _read(store: _LmdbStore | None, name: str) -> np.ndarray:
+    """Pixels of ``name``: a file path (disk backend) or an LMDB key."""
+    if store is None:
+        return _decode(name, name)
+    return _decode(store.get(name), name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transforms on (H, W, C) arrays
+# ----------------------------------------------------------------------------------------------------
+
+
+def paired_random_crop(
+    gt: np.ndarray, lq: np.ndarray, *, gt_size: int, scale: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crops aligned patches: ``gt_size // scale`` square on LQ and the ``gt_size`` square it covers on GT.
+
+    The LQ corner is uniform over all positions, as in BasicSR; the GT corner is ``scale`` times it.
+
+    Args:
+        gt: ``(scale * h, scale * w, C)`` array.
+        lq: ``(h, w, C)`` array with ``h, w >= gt_size // scale``.
+        gt_size: GT patch side, a multiple of ``scale``.
+        scale: Upscaling factor.
+        rng: Draws the corner (two integers).
+
+    Returns:
+        ``(gt_patch, lq_patch)``, views into the inputs.
+    """
+    lq_size = gt_size // scale
+    h, w = lq.shape[:2]
+    top = int(rng.integers(0, h - lq_size + 1))
+    left = int(rng.integers(0, w - lq_size + 1))
+    lq_patch = lq[top : top + lq_size, left : left + lq_size]
+    gt_patch = gt[top * scale : top * scale + gt_size, left * scale : left * scale + gt_size]
+    return gt_patch, lq_patch
+
+
+def augment(
+    images: Sequence[np.ndarray], *, hflip: bool, rot: bool, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Applies one random flip/rotation, the same to every image (BasicSR's ``augment``).
+
+    Three coin flips with p = 0.5, drawn in this order: horizontal flip (if ``hflip``), vertical flip
+    and transpose (both if ``rot``); a transpose after the flips gives the 90/270 degree rotations.
+    Together they reach all 8 symmetries of the square.
+
+    Args:
+        images: ``(H, W, C)`` arrays (e.g. a GT and an LQ patch).
+        hflip: Allow the horizontal flip.
+        rot: Allow the vertical flip and the transpose.
+        rng: Draws the coins (one per allowed transform).
+
+    Returns:
+        The transformed images (views).
+    """
+    do_hflip = hflip and rng.random() < 0.5
+    do_vflip = rot and rng.random() < 0.5
+    do_transpose = rot and rng.random() < 0.5
+    out = []
+    for img in images:
+        if do_hflip:
+            img = img[:, ::-1]
+        if do_vflip:
+            img = img[::-1]
+        if do_transpose:
+            img = img.transpose(1, 0, 2)
+        out.append(img)
+    return out
+
+
+def _bilinear_matrix(in_length: int, out_length: int) -> np.ndarray:
+    """(out, in) matrix of OpenCV's INTER_LINEAR along one axis (half-pixel centres, edges clamped)."""
+    matrix = np.zeros((out_length, in_length), dtype=np.float64)
+    src = (np.arange(out_length, dtype=np.float64) + 0.5) * (in_length / out_length) - 0.5
+    src = np.clip(src, 0.0, in_length - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, in_length - 1)
+    frac = src - lo
+    rows = np.arange(out_length)
+    np.add.at(matrix, (rows, lo), 1.0 - frac)
+    np.add.at(matrix, (rows, hi), frac)
+    return matrix
+
+
+def resize_bilinear(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes a float ``(H, W, C)`` image like ``cv2.resize(img, (width, height))`` (INTER_LINEAR).
+
+    MMA stretches pretraining images that are smaller than the patch size this way. Agrees with OpenCV
+    for enlarging (no antialiasing; OpenCV's INTER_LINEAR does not antialias when shrinking either).
+
+    Returns:
+        float32 ``(height, width, C)``.
+    """
+    m_h = _bilinear_matrix(img.shape[0], height)  # (height, H)
+    m_w = _bilinear_matrix(img.shape[1], width)  # (width, W)
+    out = np.tensordot(m_h, img.astype(np.float64), axes=(1, 0))  # (height, W, C)
+    out = np.moveaxis(np.tensordot(m_w, out, axes=(1, 1)), 0, 1)  # (height, width, C)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise SisrError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_backend(io_backend: str) -> None:
+    if io_backend not in ("disk", "lmdb"):
+        raise SisrError(f"io_backend must be 'disk' or 'lmdb', got {io_backend!r}")
+
+
+def _resolve_key(key: SampleKey, length: int) -> tuple[int, np.random.Generator]:
+    """(index in [0, length), generator for this sample's random draws)."""
+    if isinstance(key, tuple):
+        index, seed = key
+        rng = np.random.default_rng(seed)
+    else:
+        index = key
+        rng = np.random.default_rng(random.getrandbits(64))
+    index = operator.index(index)
+    if not -length <= index < length:
+        raise IndexError(f"index {index} out of range for a dataset of {length} samples")
+    return index % length, rng
+
+
+class _SkippingDataset(Dataset):
+    """Common part: enlarged length, per-sample generators and the skipping of unreadable files."""
+
+    def __init__(self, *, num_items: int, enlarge_ratio: int) -> None:
+        self._num_items = num_items
+        self._enlarge_ratio = _check_int("enlarge_ratio", enlarge_ratio, minimum=1)
+        self._bad: dict[int, str] = {}  # item -> name of the file that failed
+
+    @property
+    def skipped(self) -> int:
+        """Number of unreadable files met so far by this process."""
+        return len(self._bad)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """Names of the unreadable files met so far by this process, in the order met."""
+        return list(self._bad.values())
+
+    def __len__(self) -> int:
+        return self._num_items * self._enlarge_ratio
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        index, rng = _resolve_key(key, len(self))
+        item = index % self._num_items
+        while True:
+            if item not in self._bad:
+                try:
+                    return self._sample(item, rng)
+                except _Unreadable as e:
+                    self._bad[item] = e.name
+                    warnings.warn(
+                        f"skipping image {e.name} ({e.reason}); "
+                        f"{len(self._bad)} skipped so far in this process",
+                        UnreadableImageWarning,
+                        stacklevel=2,
+                    )
+            if len(self._bad) == self._num_items:
+                raise SisrError(f"none of the {self._num_items} images of the dataset could be read")
+            item = int(rng.integers(self._num_items))  # another image, from this sample's generator
+
+    def _sample(self, item: int, rng: np.random.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Pair:
+    gt: str
+    lq: str
+
+
+class PairedImageDataset(_SkippingDataset):
+    """LQ/GT image pairs from two folders or two LMDBs, for training (random crops) and validation.
+
+    Pairing: each GT image ``<stem><ext>`` goes with the LQ image ``filename_tmpl.format(stem) + ext``
+    (an LQ with the same name but another image extension is accepted when it is the only one). GT
+    images come from scanning ``gt_root`` (not recursive) or from ``meta_info_file``; with the LMDB
+    backend they are the keys of ``gt_root/meta_info.txt`` and the LQ key is
+    ``filename_tmpl.format(gt_key)`` (BasicSR's LMDBs use equal keys, i.e. ``"{}"``).
+
+    A GT image may be up to ``scale - 1`` pixels taller/wider than ``scale`` times its LQ image (the
+    benchmark HR images are not always mod-cropped); the extra bottom rows and right columns are cropped.
+
+    Samples: ``{"lq": (3, h, w), "gt": (3, scale * h, scale * w), "lq_path": str, "gt_path": str}``,
+    float32 in ``[0, 1]``; paths are file paths on disk and keys for LMDB.
+    """
+
+    def __init__(
+        self,
+        *,
+        gt_root: str | os.PathLike[str],
+        lq_root: str | os.PathLike[str],
+        scale: int,
+        filename_tmpl: str = "{}",
+        meta_info_file: str | os.PathLike[str] | None = None,
+        gt_size: int | None = None,
+        use_hflip: bool = False,
+        use_rot: bool = False,
+        io_backend: Literal["disk", "lmdb"] = "disk",
+        enlarge_ratio: int = 1,
+    ) -> None:
+        """Finds the pairs (the images themselves are read per sample).
+
+        Args:
+            gt_root: Folder (or ``.lmdb`` folder) of high-resolution images.
+            lq_root: Folder (or ``.lmdb`` folder) of low-resolution images.
+            scale: Upscaling factor.
+            filename_tmpl: LQ name for a GT stem, e.g. ``"{}x2"`` for DIV2K's ``0001x2.png``.
+            meta_info_file: BasicSR meta-info file listing the GT images (names relative to
+                ``gt_root``) instead of scanning the folder; ignored by the LMDB backend.
+            gt_size: Side of the random GT training patch (a multiple of ``scale``); None returns whole
+                images (validation).
+            use_hflip: Random horizontal flips.
+            use_rot: Random vertical flips and transposes (rotations by multiples of 90 degrees).
+            io_backend: ``"disk"`` for image files, ``"lmdb"`` for BasicSR LMDBs (needs ``lmdb``).
+            enlarge_ratio: Repeat the image list this many times per epoch (BasicSR's
+                ``dataset_enlarge_ratio``), so that an epoch is not just a few batches.
+
+        Raises:
+            SisrError: On a missing or empty folder, a GT image without LQ partner (or the reverse),
+                a bad template or an invalid option.
+        """
+        self.scale = _check_int("scale", scale, minimum=1)
+        if gt_size is not None:
+            gt_size = _check_int("gt_size", gt_size, minimum=self.scale)
+            if gt_size % self.scale:
+                raise SisrError(f"gt_size {gt_size} must be a multiple of scale {self.scale}")
+        if filename_tmpl.count("{}") != 1:
+            raise SisrError(f"filename_tmpl must contain '{{}}' once, got {filename_tmpl!r}")
+        _check_backend(io_backend)
+        self.gt_size = gt_size
+        self.use_hflip = bool(use_hflip)
+        self.use_rot = bool(use_rot)
+        self._gt_store: _LmdbStore | None = None
+        self._lq_store: _LmdbStore | None = None
+        if io_backend == "lmdb":
+            self._gt_store = _LmdbStore(gt_root, what="GT")
+            self._lq_store = _LmdbStore(lq_root, what="LQ")
+            self._pairs = self._pair_lmdb(filename_tmpl)
+        else:
+            self._pairs = self._pair_folders(Path(gt_root), Path(lq_root), filename_tmpl, meta_info_file)
+        super().__init__(num_items=len(self._pairs), enlarge_ratio=enlarge_ratio)
+
+    def _pair_lmdb(self, tmpl: str) -> list[_Pair]:
+        assert self._gt_store is not None and self._lq_store is not None
+        lq_keys = set(self._lq_store.keys)
+        pairs = []
+        for gt_key in sorted(self._gt_store.keys):
+            lq_key = tmpl.format(gt_key)
+            if lq_key not in lq_keys:
+                raise SisrError(
+                    f"GT image {gt_key} in {self._gt_store.root} has no LQ partner: "
+                    f"expected key {lq_key} in {self._lq_store.root}"
+                )
+            pairs.append(_Pair(gt=gt_key, lq=lq_key))
+        _check_no_orphans(lq_keys - {p.lq for p in pairs}, self._lq_store.root)
+        return pairs
+
+    @staticmethod
+    def _pair_folders(
+        gt_root: Path, lq_root: Path, tmpl: str, meta_info_file: str | os.PathLike[str] | None
+    ) -> list[_Pair]:
+        lq_files = list_images(lq_root, what="LQ")
+        lq_by_name = {p.name: p for p in lq_files}
+        lq_by_stem: dict[str, list[Path]] = {}
+        for p in lq_files:
+            lq_by_stem.setdefault(p.stem, []).append(p)
+        if meta_info_file is None:
+            gt_files = list_images(gt_root, what="GT")
+        else:
+            if not gt_root.is_dir():
+                raise SisrError(f"GT folder {gt_root} does not exist or is not a folder")
+            gt_files = [gt_root / name for name in read_meta_info(meta_info_file)]
+            for p in gt_files:
+                if not p.is_file():
+                    raise SisrError(f"GT image {p} listed in {meta_info_file} does not exist")
+        pairs = []
+        for gt in gt_files:
+            lq_name = tmpl.format(gt.stem) + gt.suffix
+            if lq_name in lq_by_name:
+                lq = lq_by_name[lq_name]
+            elif len(lq_by_stem.get(tmpl.format(gt.stem), [])) == 1:
+                lq = lq_by_stem[tmpl.format(gt.stem)][0]
+            else:
+                raise SisrError(f"GT image {gt} has no LQ partner: expected {lq_root / lq_name}")
+            pairs.append(_Pair(gt=str(gt), lq=str(lq)))
+        if meta_info_file is None:
+            _check_no_orphans({str(p) for p in lq_files} - {p.lq for p in pairs}, lq_root)
+        return pairs
+
+    def _sample(self, item: int, rng: np.random.Generator) -> dict[str, Any]:
+        pair = self._pairs[item]
+        gt = _read(self._gt_store, pair.gt)
+        lq = _read(self._lq_store, pair.lq)
+        s = self.scale
+        (gt_h, gt_w), (lq_h, lq_w) = gt.shape[:2], lq.shape[:2]
+        if gt_h // s != lq_h or gt_w // s != lq_w:
+            raise SisrError(
+                f"GT {pair.gt} is {gt_h}x{gt_w} but LQ {pair.lq} is {lq_h}x{lq_w}: at scale {s} the GT "
+                f"must be {lq_h * s}x{lq_w * s} (up to {s - 1} more rows/columns)"
+            )
+        gt = gt[: lq_h * s, : lq_w * s]
+        if self.gt_size is not None:
+            lq_size = self.gt_size // s
+            if lq_h < lq_size or lq_w < lq_size:
+                raise SisrError(
+                    f"LQ {pair.lq} is {lq_h}x{lq_w}, smaller than the {lq_size}x{lq_size} LQ patch "
+                    f"(gt_size {self.gt_size} / scale {s}); remove it or lower gt_size"
+                )
+            gt, lq = paired_random_crop(gt, lq, gt_size=self.gt_size, scale=s, rng=rng)
+        gt, lq = augment([gt, lq], hflip=self.use_hflip, rot=self.use_rot, rng=rng)
+        return {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "lq_path": pair.lq, "gt_path": pair.gt}
+
+
+def _check_no_orphans(orphans: set[str], lq_root: Path) -> None:
+    if orphans:
+        example = sorted(orphans)[0]
+        raise SisrError(
+            f"{len(orphans)} LQ image(s) in {lq_root} have no GT partner, e.g. {example}; "
+            "check filename_tmpl and the two folders"
+        )
+
+
+class GTOnlyDataset(_SkippingDataset):
+    """HR images only; the LR input is made on the fly with MATLAB bicubic (MMA's ImageNet pretraining).
+
+    Per sample, following MMA's ``ImageNetPairedDataset``:
+
+    1. mod-crop the HR image to a multiple of ``scale`` (bottom rows / right columns);
+    2. if it is smaller than ``gt_size`` along an axis, stretch that axis to ``gt_size`` with bilinear
+       interpolation (``cv2.resize``'s default; the aspect ratio is not kept, as in MMA);
+    3. take a random ``gt_size`` crop whose corner lies on the ``scale`` grid;
+    4. LR = MATLAB ``imresize(crop, 1 / scale)`` (antialiased bicubic), not quantised, not clipped;
+    5. the same random flips/rotation on both (:func:`augment`).
+
+    MMA resizes the whole image and then crops GT and LR together; here only the crop is resized, which
+    is much cheaper on large photos. The LR patch is then exactly the bicubic degradation of the GT patch
+    (BasicSR-style: degrade the crop). It equals MMA's crop of the whole LR image except for the
+    outermost 2 LR pixels on each side, where MATLAB's kernel would reach outside the crop and mirrors
+    the crop's edge instead of reading the neighbouring pixels; the distribution of the crop positions
+    is the same.
+
+    Samples: ``{"lq": (3, gt_size / scale, gt_size / scale), "gt": (3, gt_size, gt_size),
+    "gt_path": str}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        gt_root: str | os.PathLike[str],
+        scale: int,
+        gt_size: int,
+        use_hflip: bool = False,
+        use_rot: bool = False,
+        meta_info_file: str | os.PathLike[str] | None = None,
+        io_backend: Literal["disk", "lmdb"] = "disk",
+        enlarge_ratio: int = 1,
+    ) -> None:
+        """Lists the HR images.
+
+        Args:
+            gt_root: Folder of HR images, scanned recursively (ImageNet's class folders), or an
+                ``.lmdb`` folder.
+            scale: Upscaling factor.
+            gt_size: Side of the GT patch, a multiple of ``scale``.
+            use_hflip: Random horizontal flips.
+            use_rot: Random vertical flips and transposes.
+            meta_info_file: BasicSR meta-info file listing the images (relative to ``gt_root``) instead
+                of scanning; ignored by the LMDB backend.
+            io_backend: ``"disk"`` or ``"lmdb"``.
+            enlarge_ratio: Repeat the image list this many times per epoch.
+
+        Raises:
+            SisrError: On a missing or empty folder or an invalid option.
+        """
+        self.scale = _check_int("scale", scale, minimum=1)
+        self.gt_size = _check_int("gt_size", gt_size, minimum=self.scale)
+        if self.gt_size % self.scale:
+            raise SisrError(f"gt_size {self.gt_size} must be a multiple of scale {self.scale}")
+        _check_backend(io_backend)
+        self.use_hflip = bool(use_hflip)
+        self.use_rot = bool(use_rot)
+        self._store: _LmdbStore | None = None
+        if io_backend == "lmdb":
+            self._store = _LmdbStore(gt_root, what="GT")
+            self._names = sorted(self._store.keys)
+        elif meta_info_file is not None:
+            root = Path(gt_root)
+            if not root.is_dir():
+                raise SisrError(f"GT folder {root} does not exist or is not a folder")
+            self._names = [str(root / name) for name in read_meta_info(meta_info_file)]
+        else:
+            self._names = [str(p) for p in list_images(gt_root, what="GT", recursive=True)]
+        super().__init__(num_items=len(self._names), enlarge_ratio=enlarge_ratio)
+
+    def _sample(self, item: int, rng: np.random.Generator) -> dict[str, Any]:
+        name = self._names[item]
+        gt = _read(self._store, name)
+        s, size = self.scale, self.gt_size
+        height, width = gt.shape[0] - gt.shape[0] % s, gt.shape[1] - gt.shape[1] % s
+        if height == 0 or width == 0:
+            raise _Unreadable(name, f"image of {gt.shape[0]}x{gt.shape[1]} pixels is smaller than scale {s}")
+        gt = gt[:height, :width]  # mod-crop
+        if height < size or width < size:
+            height, width = max(height, size), max(width, size)
+            gt = resize_bilinear(_to_float(gt), height, width)
+        # Corner on the scale grid, uniform: MMA's paired crop picks the LR corner uniformly.
+        top = s * int(rng.integers(0, (height - size) // s + 1))
+        left = s * int(rng.integers(0, (width - size) // s + 1))
+        gt_patch = _to_float(gt[top : top + size, left : left + size])
+        lq_patch = imresize(gt_patch, 1.0 / s)  # (size / s, size / s, 3)
+        gt_patch, lq_patch = augment([gt_patch, lq_patch], hflip=self.use_hflip, rot=self.use_rot, rng=rng)
+        return {"lq": _to_tensor(lq_patch), "gt": _to_tensor(gt_patch), "gt_path": name}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sampling and loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _sample_seed(seed: int, epoch: int, position: int) -> int:
+    """A 63-bit seed that depends only on (seed, epoch, position), well mixed by SeedSequence."""
+    state = np.random.SeedSequence([seed, epoch, position]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, sample_seed)`` keys: a per-epoch permutation plus a seed for every sample.
+
+    The permutation is ``DistributedSampler``'s (a function of ``seed + epoch``; with several ranks each
+    takes every ``num_replicas``-th element, the list padded to a multiple of ``num_replicas``). The
+    sample seed depends on ``(seed, epoch, global position in the epoch)`` only, so a sample's random
+    crop and flips are the same whatever the number of workers, and resuming mid-epoch reproduces them.
+
+    Call :meth:`set_epoch` before each epoch (:class:`InfiniteLoader` does).
+    """
+
+    def __init__(
+        self, dataset: Dataset, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        """Wraps a ``DistributedSampler`` for the permutation.
+
+        Args:
+            dataset: A sized dataset.
+            shuffle: Permute the indices every epoch; False keeps ``0, 1, 2, ...``.
+            seed: Non-negative base seed.
+            num_replicas: Number of processes sharing the epoch (the distributed world size).
+            rank: This process's rank in ``[0, num_replicas)``.
+        """
+        self.seed = _check_int("seed", seed, minimum=0)
+        self.num_replicas = _check_int("num_replicas", num_replicas, minimum=1)
+        self.rank = operator.index(rank)
+        self._permutation = DistributedSampler(
+            dataset, num_replicas=self.num_replicas, rank=self.rank, shuffle=shuffle, seed=self.seed
+        )
+        self.epoch = 0
+        self.start = 0
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples this rank gets in a whole epoch."""
+        return self._permutation.num_samples
+
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        """Selects the epoch, and the position (in this rank's samples) at which its iteration begins."""
+        if not 0 <= start <= self.epoch_size:
+            raise SisrError(f"start {start} is outside an epoch of {self.epoch_size} samples")
+        self.epoch = operator.index(epoch)
+        self.start = operator.index(start)
+        self._permutation.set_epoch(self.epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(self._permutation)
+        for position in range(self.start, len(indices)):
+            global_position = self.rank + position * self.num_replicas
+            yield indices[position], _sample_seed(self.seed, self.epoch, global_position)
+
+    def __len__(self) -> int:
+        return self.epoch_size - self.start
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seeds ``random`` and ``numpy`` from torch's per-worker seed.
+
+    Torch gives worker ``i`` the seed ``base_seed + i``, ``base_seed`` drawn from the loader's
+    generator; seeding the other libraries from it makes any draw they serve deterministic too.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    distributed: bool = False,
+    drop_last: bool,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader whose batches depend only on ``seed`` (and the epoch), with a :class:`SeededSampler`.
+
+    Args:
+        dataset: A dataset accepting :data:`SampleKey` indices (both datasets here do).
+        batch_size: Samples per batch (per process when distributed).
+        shuffle: Reshuffle every epoch.
+        num_workers: Loading processes; 0 loads in the calling process. Results do not depend on it.
+        seed: Non-negative seed for the permutation, the crops and the flips.
+        distributed: Shard every epoch over the ranks of the initialised ``torch.distributed`` group.
+        drop_last: Drop an epoch's last incomplete batch (usual for training).
+        pin_memory: Pin batches in page-locked memory (for CUDA).
+
+    Returns:
+        The loader; ``loader.sampler`` is the :class:`SeededSampler`.
+
+    Raises:
+        SisrError: On a bad option, or ``distributed=True`` without an initialised process group.
+    """
+    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    num_workers = _check_int("num_workers", num_workers, minimum=0)
+    if distributed:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise SisrError("distributed loading needs torch.distributed.init_process_group() first")
+        num_replicas, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    else:
+        num_replicas, rank = 1, 0
+    sampler = SeededSampler(dataset, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank)
+    generator = torch.Generator()
+    generator.manual_seed(seed)  # torch's base seed for the workers, hence seed_worker's seeds
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        pin_memory=pin_memory,
+    )
+
+
+class InfiniteLoader(Iterator[Any]):
+    """Endless batches from a :func:`make_loader` loader, epoch after epoch, resumable at any iteration.
+
+    Iteration ``k`` (0-based, counting batches) is batch ``k % batches_per_epoch`` of epoch
+    ``k // batches_per_epoch``. Starting at ``start_iteration=k`` sets the sampler to that epoch and to
+    the sample that opens that batch, so the stream continues exactly as an uninterrupted run would
+    (each sample being a function of seed, epoch and position; see the module docstring).
+
+    Attributes:
+        iteration: Index of the next batch.
+        epoch: Epoch of the next batch.
+        batches_per_epoch: Batches in a whole epoch.
+    """
+
+    def __init__(self, loader: DataLoader, *, start_iteration: int = 0) -> None:
+        """Positions the loader's sampler at ``start_iteration``.
+
+        Args:
+            loader: A loader from :func:`make_loader`.
+            start_iteration: Number of batches already consumed (the iteration to resume at).
+
+        Raises:
+            SisrError: If the loader has no :class:`SeededSampler`, or an epoch has no batch.
+        """
+        sampler = loader.sampler
+        if not isinstance(sampler, SeededSampler):
+            raise SisrError("InfiniteLoader needs a loader made by make_loader (with a SeededSampler)")
+        batch_size = loader.batch_size
+        assert batch_size is not None
+        samples = sampler.epoch_size
+        per_epoch = samples // batch_size if loader.drop_last else math.ceil(samples / batch_size)
+        if per_epoch == 0:
+            raise SisrError(
+                f"an epoch of {samples} samples gives no batch of {batch_size} with drop_last; "
+                "use a smaller batch, more images or enlarge_ratio"
+            )
+        self._loader = loader
+        self._sampler = sampler
+        self._batch_size = batch_size
+        self.batches_per_epoch = per_epoch
+        self.iteration = _check_int("start_iteration", start_iteration, minimum=0)
+        self.epoch, batch_in_epoch = divmod(self.iteration, per_epoch)
+        sampler.set_epoch(self.epoch, start=batch_in_epoch * batch_size)
+        self._batches: Iterator[Any] = iter(loader)
+        self._batches_left = per_epoch - batch_in_epoch
+
+    def __iter__(self) -> InfiniteLoader:
+        return self
+
+    def __next__(self) -> Any:
+        if self._batches_left == 0:
+            # The epoch is used up (with drop_last its iterator has not raised StopIteration yet).
+            self.epoch += 1
+            self._sampler.set_epoch(self.epoch)
+            self._batches = iter(self._loader)
+            self._batches_left = self.batches_per_epoch
+        batch = next(self._batches)
+        self._batches_left -= 1
+        self.iteration += 1
+        return batch

@@ -1,0 +1,507 @@
+"""Dataset preparation: bicubic LR images, sub-image tiling and LMDB packing (``sisr prepare``).
+
+The usual DIV2K / DF2K pipeline of BasicSR, without OpenCV or MATLAB:
+
+1. ``sisr prepare lr HR_DIR OUT_DIR --scales 2 3 4`` writes ``OUT_DIR/X{s}/{name}x{s}.png``: each HR
+   image mod-cropped to a multiple of ``s`` and shrunk with MATLAB's bicubic ``imresize`` (antialiased),
+   rounded as MATLAB's ``im2uint8`` does. The mod-cropped HR images are *not* written: the datasets and
+   the evaluation mod-crop GT images themselves (:class:`~sisr.data.PairedImageDataset` accepts a GT up
+   to ``scale - 1`` pixels larger than ``scale`` times its LR), so ``HR_DIR`` serves as GT as it is.
+2. ``sisr prepare subimages IN_DIR OUT_DIR --crop-size 480 --step 240`` cuts every image into
+   overlapping ``crop_size`` squares ``{name}_s{index:03d}.png`` (BasicSR's ``extract_subimages.py``;
+   run it on the HR folder with 480/240 and on ``X{s}`` with ``480/s`` / ``240/s`` so the tiles match).
+3. ``sisr prepare lmdb IN_DIR OUT.lmdb`` packs a folder into a BasicSR-compatible LMDB.
+
+Every output image is written atomically (a temporary file in the same folder, then ``os.replace``) and
+an LMDB is built in a temporary folder renamed at the end, so an interrupted run leaves no partial file.
+Gray images stay gray (16-bit gray stays 16-bit), everything else becomes RGB; Pillow reduces 16-bit
+colour PNGs to 8 bits. Problems with the input raise :class:`~sisr.errors.SisrError` naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import multiprocessing
+import os
+import re
+import secrets
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from sisr.errors import SisrError
+
+__all__ = [
+    "PrepareWarning",
+    "Summary",
+    "add_commands",
+    "build_parser",
+    "extract_subimages",
+    "main",
+    "make_lmdb",
+    "make_lr",
+    "tile_positions",
+]
+
+# Modes Pillow writes to PNG as they are; anything else is converted to RGB first.
+_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
+_SCALE_SUFFIX = re.compile(r"x\d+$")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class PrepareWarning(UserWarning):
+    """An input image was left out (e.g. smaller than the sub-image size)."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a preparation step did.
+
+    Attributes:
+        images: Input images processed.
+        written: Output images (or LMDB entries) written.
+        skipped: Input images left out, each with the reason.
+    """
+
+    images: int
+    written: int
+    skipped: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _open(path: Path) -> Image.Image:
+    """Fully decoded, upright image, in a mode that PNG stores (gray, 16-bit gray or RGB(A))."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except Exception as e:  # Pillow reports damaged files with many exception types
+        raise SisrError(f"cannot read image {path}: {_one_line(e)}") from e
+    if im.mode not in _PNG_MODES:
+        im = im.convert("RGB")
+    return im
+
+
+def _write_png(image: Image.Image, path: Path, *, compress_level: int) -> None:
+    """Writes a PNG atomically: a uniquely named temporary file beside ``path``, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        # O_EXCL: never clobber; mode 0o666 lets the umask decide, as for any new file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", compress_level=compress_level)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise SisrError(f"cannot write {path}: {_one_line(e)}") from e
+        raise
+
+
+def _list_images(folder: str | os.PathLike[str], *, what: str) -> list[Path]:
+    # sisr.data (and torch) is imported here, in the parent only: pool workers stay light.
+    from sisr.data import list_images
+
+    return list_images(folder, what=what)
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SisrError(f"cannot create folder {path}: {_one_line(e)}") from e
+
+
+def _run(fn: Callable[[_T], _R], jobs: Sequence[_T], workers: int) -> list[_R]:
+    """``[fn(job) for job in jobs]``, in a pool of ``workers`` processes when ``workers > 1``."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    # spawn: the parent may hold threads (torch), which fork would copy in an unusable state.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        try:
+            return list(pool.map(fn, jobs))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise SisrError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# LR images
+# ----------------------------------------------------------------------------------------------------
+
+
+def _lr_job(job: tuple[Path, Path, tuple[int, ...]]) -> int:
+    from sisr.imresize import imresize  # imported here: the sub-image and LMDB steps do not need torch
+
+    path, out_dir, scales = job
+    im = _open(path)
+    if im.mode in ("I", "I;16"):
+        pixels, top, dtype = np.clip(np.asarray(im), 0, 65535), 65535.0, np.uint16  # -> "I;16" PNG
+    elif im.mode == "L":
+        pixels, top, dtype = np.asarray(im), 255.0, np.uint8
+    else:
+        pixels, top, dtype = np.asarray(im.convert("RGB")), 255.0, np.uint8
+    for s in scales:
+        height, width = pixels.shape[0] - pixels.shape[0] % s, pixels.shape[1] - pixels.shape[1] % s
+        if height == 0 or width == 0:
+            raise SisrError(f"image {path} ({pixels.shape[0]}x{pixels.shape[1]}) is smaller than scale {s}")
+        hr = pixels[:height, :width].astype(np.float64) / top  # mod-crop, as MATLAB's im2double
+        lr = imresize(hr, 1.0 / s)
+        # MATLAB's im2uint8 / im2uint16: round half away from zero (values are >= 0 here), saturate.
+        lr = np.clip(np.floor(lr * top + 0.5), 0, top).astype(dtype)
+        _write_png(Image.fromarray(lr), out_dir / f"X{s}" / f"{path.stem}x{s}.png", compress_level=3)
+    return len(scales)
+
+
+def make_lr(
+    hr_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    scales: Sequence[int],
+    *,
+    workers: int = 1,
+) -> Summary:
+    """Makes bicubic LR images in DIV2K / benchmark layout: ``out_dir/X{s}/{name}x{s}.png``.
+
+    Each HR image is mod-cropped to a multiple of ``s`` (bottom rows and right columns dropped), shrunk
+    with MATLAB's ``imresize(hr, 1/s, 'bicubic')`` in float64 and rounded to the input's bit depth like
+    MATLAB's ``imwrite``. Existing outputs are replaced.
+
+    Args:
+        hr_dir: Folder of HR images (not scanned recursively).
+        out_dir: Output folder; ``X{s}`` subfolders are created.
+        scales: Downscaling factors, each an integer >= 2.
+        workers: Processes to use; 1 works in this process.
+
+    Returns:
+        A :class:`Summary` (``written`` counts LR images over all scales).
+
+    Raises:
+        SisrError: On a missing or empty folder, an unreadable image, an image smaller than a scale,
+            or an invalid option.
+    """
+    if not scales:
+        raise SisrError("give at least one scale")
+    checked = tuple(sorted({_check_int("scale", s, minimum=2) for s in scales}))
+    workers = _check_int("workers", workers, minimum=1)
+    files = _list_images(hr_dir, what="HR")
+    out = Path(out_dir)
+    for s in checked:
+        _make_dir(out / f"X{s}")
+    written = _run(_lr_job, [(p, out, checked) for p in files], workers)
+    return Summary(images=len(files), written=sum(written))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sub-images
+# ----------------------------------------------------------------------------------------------------
+
+
+def tile_positions(length: int, crop_size: int, step: int, thresh_size: int) -> list[int]:
+    """Start offsets of the crops along one axis (BasicSR's ``extract_subimages`` rule).
+
+    Crops start at ``0, step, 2 * step, ...`` while they fit; if more than ``thresh_size`` pixels are
+    then left uncovered at the end, one more crop is flush with the end (``length - crop_size``).
+
+    Returns:
+        The offsets; empty when ``length < crop_size``.
+    """
+    if length < crop_size:
+        return []
+    positions = list(range(0, length - crop_size + 1, step))
+    if length - (positions[-1] + crop_size) > thresh_size:
+        positions.append(length - crop_size)
+    return positions
+
+
+def _subimage_job(job: tuple[Path, Path, int, int, int, bool, int]) -> tuple[int, str | None]:
+    path, out_dir, crop_size, step, thresh_size, strip_scale_suffix, compress_level = job
+    im = _open(path)
+    width, height = im.size
+    rows = tile_positions(height, crop_size, step, thresh_size)
+    cols = tile_positions(width, crop_size, step, thresh_size)
+    if not rows or not cols:
+        return 0, f"{path}: {height}x{width} is smaller than the {crop_size}x{crop_size} sub-images"
+    name = _SCALE_SUFFIX.sub("", path.stem) if strip_scale_suffix else path.stem
+    index = 0
+    for top in rows:  # row-major, numbered from 1, as BasicSR
+        for left in cols:
+            index += 1
+            tile = im.crop((left, top, left + crop_size, top + crop_size))
+            _write_png(tile, out_dir / f"{name}_s{index:03d}.png", compress_level=compress_level)
+    return index, None
+
+
+def extract_subimages(
+    in_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    crop_size: int,
+    step: int,
+    thresh_size: int = 0,
+    workers: int = 1,
+    strip_scale_suffix: bool = True,
+    compress_level: int = 3,
+) -> Summary:
+    """Cuts every image into overlapping squares ``out_dir/{name}_s{index:03d}.png`` (BasicSR's tool).
+
+    Offsets along each axis follow :func:`tile_positions`; tiles are numbered from 1, row by row. A
+    trailing scale suffix ``x2`` / ``x3`` / ... is removed from the name (``0001x2.png`` gives
+    ``0001_s001.png``) so that HR and LR tiles share names; BasicSR removes them anywhere in the name.
+    Pixels are copied exactly; outputs are PNG. Images smaller than ``crop_size`` are left out with a
+    :class:`PrepareWarning` (BasicSR fails on them); existing outputs are replaced.
+
+    Args:
+        in_dir: Folder of images (not scanned recursively).
+        out_dir: Output folder, created if needed.
+        crop_size: Side of the squares.
+        step: Distance between neighbouring squares.
+        thresh_size: Add a last square flush with the edge only if more than this many pixels would
+            otherwise be left out.
+        workers: Processes to use; 1 works in this process.
+        strip_scale_suffix: Remove a trailing ``x<digits>`` from the names.
+        compress_level: PNG compression, 0 (fast, big) to 9.
+
+    Returns:
+        A :class:`Summary`.
+
+    Raises:
+        SisrError: On a missing or empty folder, an unreadable image or an invalid option.
+    """
+    crop_size = _check_int("crop_size", crop_size, minimum=1)
+    step = _check_int("step", step, minimum=1)
+    thresh_size = _check_int("thresh_size", thresh_size, minimum=0)
+    workers = _check_int("workers", workers, minimum=1)
+    compress_level = _check_int("compress_level", compress_level, minimum=0)
+    if compress_level > 9:
+        raise SisrError(f"compress_level must be in 0..9, got {compress_level}")
+    files = _list_images(in_dir, what="input")
+    out = Path(out_dir)
+    _make_dir(out)
+    jobs = [(p, out, crop_size, step, thresh_size, strip_scale_suffix, compress_level) for p in files]
+    results = _run(_subimage_job, jobs, workers)
+    skipped = tuple(reason for _, reason in results if reason is not None)
+    for reason in skipped:
+        warnings.warn(f"left out {reason}", PrepareWarning, stacklevel=2)
+    return Summary(images=len(files), written=sum(n for n, _ in results), skipped=skipped)
+
+
+# ----------------------------------------------------------------------------------------------------
+# LMDB
+# ----------------------------------------------------------------------------------------------------
+
+
+def make_lmdb(
+    in_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    compress_level: int = 1,
+    batch: int = 5000,
+) -> Summary:
+    """Packs a folder of images into a BasicSR-compatible LMDB.
+
+    Layout: ``out_path/data.mdb`` (+ ``lock.mdb``) maps the key ``name`` (file name without extension)
+    to the PNG-encoded image, and ``out_path/meta_info.txt`` has one line ``name.png (h,w,c) level`` per
+    image, in sorted order (``c`` is 1 for gray, 3 for RGB, 4 for RGBA). Read it with
+    ``io_backend="lmdb"`` in :mod:`sisr.data` or with BasicSR.
+
+    Args:
+        in_dir: Folder of images (not scanned recursively).
+        out_path: The LMDB folder to create; its name must end with ``.lmdb`` and it must not exist.
+        compress_level: PNG compression of the stored images, 0 to 9 (BasicSR uses 1).
+        batch: Images per write transaction.
+
+    Returns:
+        A :class:`Summary`.
+
+    Raises:
+        SisrError: If ``lmdb`` is not installed, the output exists or is misnamed, two images share a
+            name, an image is unreadable, or the input folder is missing or empty.
+    """
+    from sisr.data import _import_lmdb
+
+    lmdb = _import_lmdb()
+    compress_level = _check_int("compress_level", compress_level, minimum=0)
+    if compress_level > 9:
+        raise SisrError(f"compress_level must be in 0..9, got {compress_level}")
+    batch = _check_int("batch", batch, minimum=1)
+    out = Path(out_path)
+    if out.suffix != ".lmdb":
+        raise SisrError(f"the LMDB path must end with .lmdb, got {out}")
+    if out.exists():
+        raise SisrError(f"{out} already exists; remove it or choose another path")
+    files = _list_images(in_dir, what="input")
+    keys = [p.stem for p in files]
+    if len(set(keys)) != len(keys):
+        duplicate = next(k for k in keys if keys.count(k) > 1)
+        raise SisrError(f"two images in {in_dir} are both named {duplicate} (keys drop the extension)")
+
+    # Upper bound of the database size from the headers: a PNG is at most slightly larger than the raw
+    # pixels, and LMDB adds at most about a page per value (and B-tree pages); the map is virtual memory.
+    raw = 0
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                raw += im.width * im.height * 8 + 3 * 4096
+        except Exception as e:
+            raise SisrError(f"cannot read image {path}: {_one_line(e)}") from e
+    map_size = 2 * raw + (64 << 20)
+
+    _make_dir(out.parent)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        env = lmdb.open(str(tmp), map_size=map_size)
+        try:
+            lines = []
+            for start in range(0, len(files), batch):
+                with env.begin(write=True) as txn:
+                    for i in range(start, min(start + batch, len(files))):
+                        path, key = files[i], keys[i]
+                        im = _open(path)
+                        buffer = io.BytesIO()
+                        im.save(buffer, format="PNG", compress_level=compress_level)
+                        txn.put(key.encode("utf-8"), buffer.getvalue())
+                        channels = len(im.getbands())
+                        lines.append(f"{key}.png ({im.height},{im.width},{channels}) {compress_level}\n")
+        finally:
+            env.close()
+        (tmp / "meta_info.txt").write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, lmdb.Error | OSError):
+            raise SisrError(f"cannot write LMDB {out}: {_one_line(e)}") from e
+        raise
+    return Summary(images=len(files), written=len(files))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_parser(prog: str = "sisr prepare") -> argparse.ArgumentParser:
+    """The stand-alone ``sisr prepare`` argument parser (see :func:`add_commands`)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Prepare super-resolution datasets.")
+    add_commands(parser)
+    return parser
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Adds the subcommands ``lr``, ``subimages`` and ``lmdb`` to ``parser``.
+
+    Each sets ``args.run``, a function ``(args) -> int`` that raises :class:`~sisr.errors.SisrError` on
+    user errors and prints left-out inputs as ``sisr: warning: ...`` lines. The main CLI can mount the
+    group with ``add_commands(subparsers.add_parser("prepare", help=...))``.
+    """
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    lr = commands.add_parser("lr", help="make bicubic LR images OUT_DIR/X{s}/{name}x{s}.png")
+    lr.add_argument("hr_dir", metavar="HR_DIR", help="folder of HR images")
+    lr.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
+    lr.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="scales (default: 2 3 4)")
+    lr.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    lr.set_defaults(run=_run_lr)
+
+    sub = commands.add_parser("subimages", help="cut images into overlapping squares (BasicSR tiling)")
+    sub.add_argument("in_dir", metavar="IN_DIR", help="folder of images")
+    sub.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
+    sub.add_argument("--crop-size", type=int, default=480, help="side of the squares (default: 480)")
+    sub.add_argument("--step", type=int, default=240, help="stride between squares (default: 240)")
+    sub.add_argument("--thresh-size", type=int, default=0, help="edge remainder to ignore (default: 0)")
+    sub.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    sub.add_argument(
+        "--keep-scale-suffix", action="store_true", help="keep a trailing x2/x3/x4 in the output names"
+    )
+    sub.set_defaults(run=_run_subimages)
+
+    pack = commands.add_parser("lmdb", help="pack a folder of images into a BasicSR-compatible LMDB")
+    pack.add_argument("in_dir", metavar="IN_DIR", help="folder of images")
+    pack.add_argument("out_path", metavar="OUT.lmdb", help="LMDB folder to create")
+    pack.add_argument("--compress-level", type=int, default=1, help="PNG compression 0-9 (default: 1)")
+    pack.set_defaults(run=_run_lmdb)
+
+
+def _run_lr(args: argparse.Namespace) -> int:
+    summary = make_lr(args.hr_dir, args.out_dir, args.scales, workers=args.workers)
+    scales = ", ".join(f"x{s}" for s in sorted(set(args.scales)))
+    print(f"wrote {summary.written} LR images ({summary.images} HR images at {scales}) to {args.out_dir}")
+    return 0
+
+
+def _run_subimages(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PrepareWarning)
+        summary = extract_subimages(
+            args.in_dir,
+            args.out_dir,
+            crop_size=args.crop_size,
+            step=args.step,
+            thresh_size=args.thresh_size,
+            workers=args.workers,
+            strip_scale_suffix=not args.keep_scale_suffix,
+        )
+    for w in caught:
+        print(f"sisr: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+    left_out = f", {len(summary.skipped)} left out" if summary.skipped else ""
+    print(f"wrote {summary.written} sub-images from {summary.images} images{left_out} to {args.out_dir}")
+    return 0
+
+
+def _run_lmdb(args: argparse.Namespace) -> int:
+    summary = make_lmdb(args.in_dir, args.out_path, compress_level=args.compress_level)
+    print(f"wrote {summary.written} images to {args.out_path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``sisr prepare``.
+
+    Args:
+        argv: Arguments after ``prepare``; None reads ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 1 after a user error (one line ``sisr: error: ...`` on stderr), 2 for a usage
+        error, 130 when interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help or a usage error; argparse has printed the message
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.run(args)
+    except SisrError as e:
+        print(f"sisr: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sisr: error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,366 @@
+"""Reading and writing images: formats, bit depths, orientation, and every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+from sisr import imageio
+from sisr.errors import SisrError
+from sisr.imageio import format_for_path, read_image, write_image
+
+# ----------------------------------------------------------------------------------------------------
+# Round trips
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".webp"])
+@pytest.mark.parametrize("mode", ["gray", "RGB", "RGBA"])
+def test_lossless_round_trip_8bit(
+    tmp_path: Path, ext: str, mode: str, gray_photo: np.ndarray, rgb_photo: np.ndarray, rgba_photo: np.ndarray
+) -> None:
+    pixels = {"gray": gray_photo[:, :, None], "RGB": rgb_photo, "RGBA": rgba_photo}[mode]
+    path = tmp_path / f"img{ext}"
+    if mode == "RGBA" and ext == ".bmp":
+        with pytest.raises(SisrError, match="alpha"):
+            write_image(path, pixels)
+        assert list(tmp_path.iterdir()) == []
+        return
+    write_image(path, pixels)
+    image = read_image(path)
+    assert image.bit_depth == 8
+    assert image.pixels.dtype == np.uint8
+    assert image.format == {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".webp": "WEBP"}[ext]
+    if ext == ".webp" and mode == "gray":  # WebP has no gray: it comes back as RGB
+        assert image.mode == "RGB"
+        np.testing.assert_array_equal(image.pixels, np.repeat(pixels, 3, axis=2))
+    else:
+        assert image.mode == mode
+        np.testing.assert_array_equal(image.pixels, pixels)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+@pytest.mark.parametrize("mode", ["gray", "RGB"])
+def test_jpeg_round_trip(tmp_path: Path, mode: str, gray_photo: np.ndarray, rgb_photo: np.ndarray) -> None:
+    pixels = gray_photo[:, :, None] if mode == "gray" else rgb_photo
+    write_image(tmp_path / "a.jpeg", pixels)
+    image = read_image(tmp_path / "a.jpeg")
+    assert (image.mode, image.bit_depth, image.format) == (mode, 8, "JPEG")
+    mse = np.mean((image.pixels.astype(float) - pixels) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 38  # quality 95, no chroma subsampling
+
+
+def test_2d_gray_is_accepted_and_read_back_as_hw1(tmp_path: Path, gray_photo: np.ndarray) -> None:
+    write_image(tmp_path / "g.png", gray_photo)
+    assert read_image(tmp_path / "g.png").pixels.shape == (*gray_photo.shape, 1)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_png_round_trip(tmp_path: Path, channels: int, rgb16_photo: np.ndarray) -> None:
+    if channels == 1:
+        pixels = rgb16_photo[:, :, 1:2]
+    elif channels == 3:
+        pixels = rgb16_photo
+    else:
+        pixels = np.dstack([rgb16_photo, rgb16_photo[:, :, 0][:, ::-1]])
+    path = tmp_path / "deep.png"
+    write_image(path, pixels)
+    image = read_image(path)
+    assert (image.bit_depth, image.format, image.pixels.dtype) == (16, "PNG", np.uint16)
+    assert image.mode == {1: "gray", 3: "RGB", 4: "RGBA"}[channels]
+    np.testing.assert_array_equal(image.pixels, pixels)
+    # An independent decoder agrees on the file: Pillow keeps 16-bit gray, and the high bytes of colour.
+    with PILImage.open(path) as im:
+        theirs = np.asarray(im)
+    if channels == 1:
+        np.testing.assert_array_equal(theirs, pixels[:, :, 0])
+    else:
+        np.testing.assert_array_equal(theirs, (pixels >> 8).astype(np.uint8))
+
+
+def _plain_png(pixels: np.ndarray, colour_type: int, interlace: bool) -> bytes:
+    """A 16-bit PNG written without filtering by a minimal encoder independent of sisr's."""
+    height, width = pixels.shape[:2]
+    samples = pixels.reshape(height, width, -1).astype(">u2")
+    if interlace:  # Adam7: seven sub-images, each row prefixed by filter type 0
+        passes = [
+            (0, 0, 8, 8),
+            (0, 4, 8, 8),
+            (4, 0, 8, 4),
+            (0, 2, 4, 4),
+            (2, 0, 4, 2),
+            (0, 1, 2, 2),
+            (1, 0, 2, 1),
+        ]
+        raw = b""
+        for y0, x0, dy, dx in passes:
+            sub = samples[y0::dy, x0::dx]
+            if sub.size:
+                raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    else:
+        raw = b"".join(b"\x00" + row.tobytes() for row in samples)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, int(interlace))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+@pytest.mark.parametrize("colour_type", [2, 4, 6])
+def test_16bit_colour_png_from_another_encoder(
+    tmp_path: Path, colour_type: int, interlace: bool, rgb16_photo: np.ndarray
+) -> None:
+    pixels = rgb16_photo[:13, :11]  # odd sizes exercise partial Adam7 passes
+    if colour_type == 4:  # gray + alpha
+        stored = np.dstack([pixels[:, :, 0], pixels[:, :, 2]])
+        expected = np.dstack([pixels[:, :, 0]] * 3 + [pixels[:, :, 2]])
+    elif colour_type == 6:
+        stored = expected = np.dstack([pixels, pixels[:, :, 1][::-1]])
+    else:
+        stored = expected = pixels
+    path = tmp_path / "other.png"
+    path.write_bytes(_plain_png(stored, colour_type, interlace))
+    image = read_image(path)
+    assert image.bit_depth == 16
+    np.testing.assert_array_equal(image.pixels, expected)
+
+
+def test_16bit_gray_tiff_round_trip(tmp_path: Path, rgb16_photo: np.ndarray) -> None:
+    write_image(tmp_path / "deep.tiff", rgb16_photo[:, :, 0])
+    image = read_image(tmp_path / "deep.tiff")
+    assert (image.mode, image.bit_depth, image.format) == ("gray", 16, "TIFF")
+    np.testing.assert_array_equal(image.pixels[:, :, 0], rgb16_photo[:, :, 0])
+
+
+@pytest.mark.parametrize("ext", [".bmp", ".tif", ".jpg"])
+def test_16bit_colour_to_an_8bit_format_is_rounded(tmp_path: Path, ext: str, rgb16_photo: np.ndarray) -> None:
+    write_image(tmp_path / f"x{ext}", rgb16_photo)
+    image = read_image(tmp_path / f"x{ext}")
+    assert image.bit_depth == 8
+    error = np.abs(image.pixels.astype(float) - np.round(rgb16_photo / 257.0))
+    if ext == ".jpg":
+        assert error.mean() < 2
+    else:
+        assert error.max() == 0
+
+
+def test_extension_decides_format_and_content_decides_reading(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    assert format_for_path("a/b.JPG") == "JPEG"
+    assert format_for_path("x.png", "tiff") == "TIFF"
+    write_image(tmp_path / "png_inside.jpg", rgb_photo, format="png")
+    image = read_image(tmp_path / "png_inside.jpg")
+    assert image.format == "PNG"
+    np.testing.assert_array_equal(image.pixels, rgb_photo)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pixel modes and orientation
+
+
+def test_palette_and_odd_modes(tmp_path: Path, rgb_photo: np.ndarray, gray_photo: np.ndarray) -> None:
+    pal = PILImage.fromarray(rgb_photo).quantize(colors=16)
+    pal.save(tmp_path / "p.png")
+    image = read_image(tmp_path / "p.png")
+    assert image.mode == "RGB"
+    np.testing.assert_array_equal(image.pixels, np.asarray(pal.convert("RGB")))
+
+    pal.save(tmp_path / "pt.png", transparency=3)
+    image = read_image(tmp_path / "pt.png")
+    assert image.mode == "RGBA"
+    indices = np.asarray(pal)
+    np.testing.assert_array_equal(image.pixels[:, :, 3], np.where(indices == 3, 0, 255))
+
+    la = PILImage.fromarray(np.dstack([gray_photo, gray_photo[::-1]]), mode="LA")
+    la.save(tmp_path / "la.png")
+    image = read_image(tmp_path / "la.png")
+    assert image.mode == "RGBA"
+    np.testing.assert_array_equal(image.pixels, np.dstack([gray_photo] * 3 + [gray_photo[::-1]]))
+
+    PILImage.fromarray(gray_photo > 128).save(tmp_path / "bw.bmp")
+    image = read_image(tmp_path / "bw.bmp")
+    assert image.mode == "gray"
+    np.testing.assert_array_equal(image.pixels[:, :, 0], np.where(gray_photo > 128, 255, 0))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_jpeg(tmp_path: Path, orientation: int, rgb_photo: np.ndarray) -> None:
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    PILImage.fromarray(rgb_photo).save(path, exif=exif, quality=95)
+    image = read_image(path)
+    with PILImage.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im))
+    np.testing.assert_array_equal(image.pixels, expected)
+    transposed = orientation >= 5
+    assert image.pixels.shape[:2] == (rgb_photo.shape[1::-1] if transposed else rgb_photo.shape[:2])
+
+
+def test_exif_orientation_6_rotates_clockwise(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # "the camera was turned: rotate 90 degrees clockwise to view"
+    PILImage.fromarray(rgb_photo).save(tmp_path / "r.png", exif=exif)
+    pixels = read_image(tmp_path / "r.png").pixels
+    np.testing.assert_array_equal(pixels, np.rot90(rgb_photo, -1))
+    assert pixels[0, -1].tolist() == rgb_photo[0, 0].tolist()  # top-left went to top-right
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad files
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_missing_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(SisrError, match=r"nope\.png: no such file"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(SisrError, match=r"empty\.png: file is empty"):
+        read_image(tmp_path / "empty.png")
+    with pytest.raises(SisrError, match="is a directory"):
+        read_image(tmp_path)
+
+
+def test_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "notes.png").write_text("this is not a picture\n")
+    with pytest.raises(SisrError, match=r"notes\.png: not a PNG, JPEG, WebP, BMP or TIFF image"):
+        read_image(tmp_path / "notes.png")
+
+
+def test_formats_outside_the_list_are_refused(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    PILImage.fromarray(rgb_photo).save(tmp_path / "a.gif")
+    with pytest.raises(SisrError, match="not a PNG, JPEG"):
+        read_image(tmp_path / "a.gif")
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "png16"])
+def test_truncated(tmp_path: Path, kind: str, rgb_photo: np.ndarray, rgb16_photo: np.ndarray) -> None:
+    if kind == "png16":
+        write_image(tmp_path / "full.png", rgb16_photo)
+        full = (tmp_path / "full.png").read_bytes()
+    elif kind == "png":
+        full = _png_bytes(rgb_photo)
+    else:
+        buf = io.BytesIO()
+        PILImage.fromarray(rgb_photo).save(buf, format="JPEG")
+        full = buf.getvalue()
+    path = tmp_path / "cut.img"
+    path.write_bytes(full[: len(full) * 2 // 3])
+    with pytest.raises(SisrError, match=r"cut\.img: cannot decode image"):
+        read_image(path)
+
+
+def test_corrupt_16bit_png_checksum(tmp_path: Path, rgb16_photo: np.ndarray) -> None:
+    write_image(tmp_path / "a.png", rgb16_photo)
+    data = bytearray((tmp_path / "a.png").read_bytes())
+    data[60] ^= 0xFF  # inside the first IDAT chunk
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    with pytest.raises(SisrError, match=r"a\.png: cannot decode image"):
+        read_image(tmp_path / "a.png")
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    write_image(tmp_path / "a.png", rgb_photo)
+    with pytest.raises(SisrError, match=r"a\.png: image is 48x40 = 1920 pixels, more than the limit of 1000"):
+        read_image(tmp_path / "a.png", max_pixels=1000)
+    assert read_image(tmp_path / "a.png", max_pixels=1920).pixels.shape == (40, 48, 3)
+
+    # A header claiming 12000 x 12000 16-bit RGB pixels (between Pillow's warning and error limits) with
+    # almost no data: refused from the header by the default limit, without a warning.
+    ihdr = struct.pack(">IIBBBBB", 12_000, 12_000, 16, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
+    (tmp_path / "bomb.png").write_bytes(bomb + _png_bytes(rgb_photo)[33:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SisrError, match=r"bomb\.png: image is 12000x12000 = 144000000 pixels, more than"):
+            read_image(tmp_path / "bomb.png")
+
+
+def test_pillow_bomb_warning_and_error_do_not_leak(
+    tmp_path: Path, rgb_photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image(tmp_path / "a.png", rgb_photo)  # 1920 pixels
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1500)  # Pillow warns above 1500, raises above 3000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "a.png").pixels.shape == (40, 48, 3)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 900)
+    with pytest.raises(SisrError, match=r"a\.png: .*exceeds limit"):
+        read_image(tmp_path / "a.png")
+
+
+def test_unsupported_pixel_types(tmp_path: Path) -> None:
+    PILImage.fromarray(np.full((4, 5), 0.5, dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(SisrError, match=r"f\.tif: floating-point"):
+        read_image(tmp_path / "f.tif")
+    PILImage.fromarray(np.full((4, 5), 70000, dtype=np.int32), mode="I").save(tmp_path / "i.tif")
+    with pytest.raises(SisrError, match=r"i\.tif: 32-bit"):
+        read_image(tmp_path / "i.tif")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing safely
+
+
+def test_write_errors_leave_nothing(tmp_path: Path, rgba_photo: np.ndarray, rgb_photo: np.ndarray) -> None:
+    with pytest.raises(SisrError, match=r"out\.jpg: JPEG cannot store the alpha channel"):
+        write_image(tmp_path / "out.jpg", rgba_photo)
+    with pytest.raises(SisrError, match=r"out\.gif: cannot choose an image format for extension '\.gif'"):
+        write_image(tmp_path / "out.gif", rgb_photo)
+    with pytest.raises(SisrError, match="no extension"):
+        write_image(tmp_path / "out", rgb_photo)
+    with pytest.raises(SisrError, match=r"out\.png: cannot write"):
+        write_image(tmp_path / "missing" / "out.png", rgb_photo)
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(SisrError, match=r"dir\.png: cannot write"):
+        write_image(tmp_path / "dir.png", rgb_photo)
+    assert [p.name for p in tmp_path.iterdir()] == ["dir.png"]
+    with pytest.raises(TypeError):
+        write_image(tmp_path / "f.png", rgb_photo.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        write_image(tmp_path / "f.png", rgb_photo[:, :, :2])
+
+
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
+def test_failed_write_keeps_old_file_and_removes_temporary(
+    tmp_path: Path, failure: BaseException, rgb_photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "out.png"
+    write_image(path, rgb_photo)
+    before = path.read_bytes()
+
+    def broken_save(f: io.BufferedWriter, pixels: np.ndarray, file_format: str) -> None:
+        f.write(b"\x89PNG partial")
+        raise failure
+
+    monkeypatch.setattr(imageio, "_save_with_pillow", broken_save)
+    with pytest.raises(SisrError if isinstance(failure, OSError) else KeyboardInterrupt):
+        write_image(path, rgb_photo[::-1])
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_written_file_has_default_permissions(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    mask = os.umask(0o022)
+    try:
+        write_image(tmp_path / "p.png", rgb_photo)
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,257 @@
+"""Whole-image and tiled inference: pixel conversions, exactness of tiling, seams, argument checks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data
+from torch import Tensor, nn
+
+from sisr.errors import SisrError
+from sisr.inference import _blend_weights, tile_starts, upscale, upscale_tensor
+from sisr.models import create_model
+
+
+class Nearest(nn.Module):
+    """Nearest-neighbour upsampling with per-channel gains: a pointwise 'network' with known output."""
+
+    def __init__(self, scale: int, gains: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        super().__init__()
+        self.scale = scale
+        self.gains = nn.Parameter(torch.tensor(gains).view(1, 3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=self.scale, mode="nearest") * self.gains
+
+
+class TinySR(nn.Module):
+    """Three 3x3 convolutions and a pixel shuffle on top of a nearest-neighbour skip.
+
+    Its receptive field reaches 3 input pixels in every direction, and its zero padding spoils outputs
+    within 3 pixels of the border of whatever it is given, as in a real network.
+    """
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.conv3 = nn.Conv2d(16, 3 * scale * scale, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skip = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.conv2(h))
+        return skip + self.shuffle(self.conv3(h))
+
+
+def tiny_sr(scale: int) -> TinySR:
+    torch.manual_seed(0)
+    return TinySR(scale).eval()
+
+
+def as_batch(image: np.ndarray) -> Tensor:
+    return torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255)[None]
+
+
+def repeat(image: np.ndarray, scale: int) -> np.ndarray:
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Conversions of numpy images
+
+
+@pytest.mark.parametrize("tile", [None, 16])
+@pytest.mark.parametrize("scale", [2, 3])
+def test_pixels_survive_exactly(
+    scale: int,
+    tile: int | None,
+    rgb_photo: np.ndarray,
+    gray_photo: np.ndarray,
+    rgba_photo: np.ndarray,
+    rgb16_photo: np.ndarray,
+) -> None:
+    # A pointwise network must give back exactly the repeated pixels, for every layout and depth, tiled
+    # or not: conversions to float and back lose nothing, tile weights add up to one.
+    model = Nearest(scale)
+    for image in (
+        rgb_photo,
+        gray_photo,
+        gray_photo[:, :, None],
+        rgba_photo,
+        rgb16_photo,
+        rgb16_photo[:, :, 0],
+    ):
+        out = upscale(model, image, tile=tile, overlap=5)
+        assert out.dtype == image.dtype
+        np.testing.assert_array_equal(out, repeat(image, scale))
+
+
+def test_gray_is_the_channel_mean() -> None:
+    model = Nearest(2, gains=(0.2, 0.5, 0.5))  # a gray input comes out as 0.4 of itself
+    image = np.array([[0, 50], [100, 255]], dtype=np.uint8)
+    np.testing.assert_array_equal(upscale(model, image), repeat(np.round(image * 0.4).astype(np.uint8), 2))
+
+
+def test_output_is_clamped_and_rounded() -> None:
+    model = Nearest(1, gains=(2.0, 0.5, 1.0))
+    image = np.array([[[200, 3, 7]]], dtype=np.uint8)  # 400 -> 255, 1.5 -> 2 (half to even), 7
+    assert upscale(model, image).tolist() == [[[255, 2, 7]]]
+
+
+def test_alpha_goes_through_the_network(rgba_photo: np.ndarray) -> None:
+    model = tiny_sr(2)
+    out = upscale(model, rgba_photo)
+    assert out.shape == (80, 96, 4)
+    np.testing.assert_array_equal(out[:, :, :3], upscale(model, rgba_photo[:, :, :3]))
+    # Alpha takes the same path as a gray image (batched with the colour, so allow one level).
+    assert np.abs(out[:, :, 3].astype(int) - upscale(model, rgba_photo[:, :, 3])).max() <= 1
+    # and is not a plain nearest-neighbour copy: the network sharpened or smoothed the mask edge.
+    assert not np.array_equal(out[:, :, 3], repeat(rgba_photo[:, :, 3], 2))
+
+
+def test_constant_alpha_is_kept(rgb_photo: np.ndarray) -> None:
+    rgba = np.dstack([rgb_photo, np.full(rgb_photo.shape[:2], 255, np.uint8)])
+    out = upscale(tiny_sr(2), rgba)
+    assert (out[:, :, 3] == 255).all()
+    np.testing.assert_array_equal(out[:, :, :3], upscale(tiny_sr(2), rgb_photo))
+
+
+def test_bad_images_are_rejected(rgb_photo: np.ndarray) -> None:
+    with pytest.raises(TypeError):
+        upscale(Nearest(2), rgb_photo.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        upscale(Nearest(2), rgb_photo[:, :, :2])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tiling
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(10, 4, 1), (10, 4, 2), (9, 9, 3), (5, 8, 2), (33, 16, 0)]
+)
+def test_tile_starts_cover_and_end_at_the_border(length: int, tile: int, overlap: int) -> None:
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0
+    assert starts[-1] == max(0, length - tile)
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))
+    assert all(b > a for a, b in itertools.pairwise(starts))
+
+
+def test_blend_weights_sum_to_one_everywhere() -> None:
+    for length in (1, 7, 16, 23, 37):
+        for tile in range(1, 17):
+            for overlap in range(tile):
+                for scale in (1, 3):
+                    starts = tile_starts(length, tile, overlap)
+                    size = min(tile, length)
+                    weights = _blend_weights(starts, size, overlap, length, scale)
+                    assert (weights >= 0).all()
+                    total = torch.zeros(scale * length, dtype=torch.float64)
+                    for w, start in zip(weights, starts, strict=True):
+                        total[scale * start : scale * (start + size)] += w
+                    torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tile", [40, 48, 100])
+def test_one_tile_is_bit_identical(tile: int, rgb_photo: np.ndarray) -> None:
+    model = tiny_sr(2)
+    x = as_batch(rgb_photo)  # 40 x 48
+    if tile >= 48:
+        assert torch.equal(upscale_tensor(model, x, tile=tile), upscale_tensor(model, x))
+        np.testing.assert_array_equal(upscale(model, rgb_photo, tile=tile), upscale(model, rgb_photo))
+    else:  # a tile that covers the height only splits the width
+        assert not torch.equal(upscale_tensor(model, x, tile=tile, overlap=8), upscale_tensor(model, x))
+
+
+def test_tiles_are_exact_when_the_margin_covers_the_receptive_field(rgb_photo: np.ndarray) -> None:
+    # The outer quarter of a 16-pixel overlap (4 pixels) covers TinySR's reach of 3 pixels, so every
+    # output pixel comes from tiles that saw all of its context: tiling changes nothing but rounding.
+    model = tiny_sr(2)
+    x = as_batch(rgb_photo)
+    whole = upscale_tensor(model, x)
+    tiled = upscale_tensor(model, x, tile=20, overlap=16)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=2e-6)
+
+
+def seam_profile(tiled: Tensor, whole: Tensor) -> tuple[float, float]:
+    """Max error and max jump of the error between neighbouring pixels (a seam is a jump)."""
+    error = (tiled - whole)[0]
+    jump = max(
+        (error[:, 1:] - error[:, :-1]).abs().max().item(),
+        (error[:, :, 1:] - error[:, :, :-1]).abs().max().item(),
+    )
+    return error.abs().max().item(), jump
+
+
+def test_small_overlap_leaves_no_seam(rgb_photo: np.ndarray) -> None:
+    model = tiny_sr(2)
+    x = as_batch(rgb_photo)
+    whole = upscale_tensor(model, x)
+    _, hard_jump = seam_profile(upscale_tensor(model, x, tile=16, overlap=0), whole)
+    error, jump = seam_profile(upscale_tensor(model, x, tile=16, overlap=8), whole)
+    assert hard_jump > 0.05  # cutting tiles without overlap shows
+    assert jump < hard_jump / 10
+    assert error < 0.01
+
+
+def test_real_network_tiles_without_seams() -> None:
+    # SeemoRe sees far (large kernels, recursion), so no margin covers its reach: tiles differ from the
+    # whole image a little everywhere. The cross-fade must keep that below visibility and without jumps.
+    torch.manual_seed(0)
+    model = create_model("seemore-t", 2).eval()
+    x = as_batch(np.ascontiguousarray(data.astronaut()[100:140, 180:220]))  # 40 x 40
+    whole = upscale_tensor(model, x)
+    error, jump = seam_profile(upscale_tensor(model, x, tile=24, overlap=16), whole)  # 2 x 2 tiles
+    _, hard_jump = seam_profile(upscale_tensor(model, x, tile=20, overlap=0), whole)
+    assert error < 2 / 255  # less than two levels of an 8-bit image anywhere
+    assert jump < hard_jump / 100
+
+
+def test_every_tile_is_at_most_tile_sized(rgb_photo: np.ndarray) -> None:
+    seen: list[tuple[int, int]] = []
+
+    class Recorder(Nearest):
+        def forward(self, x: Tensor) -> Tensor:
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    out = upscale(Recorder(2), rgb_photo, tile=16, overlap=4)  # 40 x 48: 3 rows x 4 columns
+    assert out.shape == (80, 96, 3)
+    assert len(seen) == len(tile_starts(40, 16, 4)) * len(tile_starts(48, 16, 4)) == 12
+    assert set(seen) == {(16, 16)}
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 2), (3, 3)])
+def test_tiny_images(shape: tuple[int, int]) -> None:
+    image = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape) * 7
+    np.testing.assert_array_equal(upscale(Nearest(2), image, tile=2, overlap=1), repeat(image, 2))
+    assert upscale(tiny_sr(3), image, tile=2, overlap=1).shape == (3 * shape[0], 3 * shape[1])
+
+
+def test_images_below_the_model_minimum_are_padded() -> None:
+    model = Nearest(2)
+    model.min_size = 4  # as SeemoRe's 16: the network refuses smaller inputs
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    image = (np.arange(7, dtype=np.uint8) * 30)[None]  # 1 x 7
+    np.testing.assert_array_equal(upscale(model, image), repeat(image, 2))
+    np.testing.assert_array_equal(upscale(model, image, tile=4, overlap=1), repeat(image, 2))
+    assert min(min(shape) for shape in seen) >= 4
+    with pytest.raises(SisrError, match="tile size must be at least 4 for this model, got 3"):
+        upscale(model, image, tile=3, overlap=1)
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "message"), [(0, 0, "at least 1"), (8, 8, "smaller"), (8, -1, "at least 0")]
+)
+def test_bad_tiling_arguments(tile: int, overlap: int, message: str, rgb_photo: np.ndarray) -> None:
+    with pytest.raises(SisrError, match=message):
+        upscale(Nearest(2), rgb_photo, tile=tile, overlap=overlap)
