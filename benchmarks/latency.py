@@ -146,7 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the fast rows")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per cell after one warm-up")
-    parser.add_argument("--official-mma", metavar="DIR", help="folder making basicsr.archs.mma_arch importable")
+    parser.add_argument(
+        "--official-mma", metavar="DIR", help="folder making basicsr.archs.mma_arch importable"
+    )
     parser.add_argument("--official-seemore", metavar="FILE", help="copy of the official seemore_arch.py")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one cell, print JSON
     args = parser.parse_args()
@@ -182,7 +184,12 @@ def main() -> None:
     ratios = [
         ("MMA x2 64x64, official with reference scan / sisr", "official-mma-x2-64", "mma-x2-64", 10.0),
         ("SeemoRe-T x4 batch 8: one by one / batched", "seemore-t-x4-256-8x1", "seemore-t-x4-256-b8", 2.0),
-        ("SeemoRe-T x4 training step: official / sisr", "official-seemore-t-x4-train", "seemore-t-x4-train", 1.0),
+        (
+            "SeemoRe-T x4 training step: official / sisr",
+            "official-seemore-t-x4-train",
+            "seemore-t-x4-train",
+            1.0,
+        ),
     ]
     for label, slow, fast, target in ratios:
         if slow in results and fast in results:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sisr.ops import selective_scan
+from sisr.ops import ScanInputs, selective_scan_bidirectional
 
 __all__ = ["MMA", "VARIANTS"]
 
@@ -125,54 +125,40 @@ class BiMamba(nn.Module):
             dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
 
     def _ssm_inputs(
-        self, x: Tensor, conv1d: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Causal conv + SiLU, then the input-dependent (delta, B, C) of one direction.
+        self, u: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear, A_log: Tensor, D: Tensor
+    ) -> ScanInputs:
+        """The input-dependent (delta, B, C) of one direction, from its conv output ``u`` (B, d_inner, L).
 
-        Returns u, delta (without bias) of shape (B, d_inner, L) and B, C of shape (B, d_state, L).
+        delta is (B, d_inner, L) without its bias (``dt_proj.bias`` enters the scan as delta_bias);
+        B and C are (B, d_state, L).
         """
-        length = x.shape[-1]
-        u = F.silu(conv1d(x)[..., :length])  # padding d_conv-1 on both sides; keep the causal part
         x_dbl = x_proj(u.transpose(1, 2))  # (B, L, dt_rank + 2 * d_state)
         dt, b, c = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # dt_proj.bias enters the scan as delta_bias
-        return u, delta, b.transpose(1, 2), c.transpose(1, 2)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
+        return ScanInputs(u, delta, -torch.exp(A_log), b.transpose(1, 2), c.transpose(1, 2), D, dt_proj.bias)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Mixes (B, L, d_model) tokens; returns the same shape."""
+        length = tokens.shape[1]
         xz = self.in_proj(tokens).transpose(1, 2)  # (B, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)
+        k = self.conv1d.kernel_size[0]
 
-        u, delta, b, c = self._ssm_inputs(x, self.conv1d, self.x_proj, self.dt_proj)
-        y = selective_scan(
-            u,
-            delta,
-            -torch.exp(self.A_log),
-            b,
-            c,
-            self.D,
-            z=z,
-            delta_bias=self.dt_proj.bias,
-            delta_softplus=True,
+        # Forward direction: causal depthwise conv (padding k-1 on both sides, keep the first L).
+        u = F.silu(self.conv1d(x)[..., :length])
+        # Backward direction. Vim runs conv1d_b on the reversed sequence and reverses the scan's output
+        # back; without any flip, that is an anti-causal conv (right padding, reversed kernel) on x and
+        # a scan from the last position to the first, which is what the bidirectional op does.
+        u_b = F.silu(
+            F.conv1d(
+                F.pad(x, (0, k - 1)), self.conv1d_b.weight.flip(-1), self.conv1d_b.bias, groups=self.d_inner
+            )
         )
-
-        # The backward direction runs the same math on the reversed sequence. (Equivalently, without the
-        # flips: an anti-causal conv, i.e. right padding and a flipped kernel, then a reverse=True scan.)
-        x_b, z_b = x.flip(-1), z.flip(-1)
-        u_b, delta_b, b_b, c_b = self._ssm_inputs(x_b, self.conv1d_b, self.x_proj_b, self.dt_proj_b)
-        y_b = selective_scan(
-            u_b,
-            delta_b,
-            -torch.exp(self.A_b_log),
-            b_b,
-            c_b,
-            self.D_b,
-            z=z_b,
-            delta_bias=self.dt_proj_b.bias,
-            delta_softplus=True,
-        )
-
-        return self.out_proj((y + y_b.flip(-1)).transpose(1, 2))  # (B, L, d_model)
+        forward = self._ssm_inputs(u, self.x_proj, self.dt_proj, self.A_log, self.D)
+        backward = self._ssm_inputs(u_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
+        # (y_f + y_b) * silu(z): both directions gated by the same z, as in Vim.
+        y = selective_scan_bidirectional(forward, backward, z, delta_softplus=True)  # (B, d_inner, L)
+        return self.out_proj(y.transpose(1, 2))  # (B, L, d_model)
 
 
 class MambaLayer(nn.Module):

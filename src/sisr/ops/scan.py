@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sisr.ops.fused import selective_scan_fast
+
 __all__ = ["selective_scan", "selective_scan_ref"]
 
 # Positions discretised together; bounds the (chunk, batch, d, n) temporaries for long sequences.
@@ -116,8 +118,10 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan; see :func:`selective_scan_ref` for the arguments and semantics.
 
-    This is the entry point models call. It currently runs the reference loop.
+    This is the entry point models call. It runs the fastest path available: the fused kernel on the
+    CPU (:mod:`sisr.ops.fused`), ``mamba_ssm``'s kernel on CUDA when it imports, and otherwise the
+    chunked plain-PyTorch scan, with a one-time warning that it is slower.
     """
-    return selective_scan_ref(
+    return selective_scan_fast(
         u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, reverse=reverse
     )

@@ -1,0 +1,640 @@
+// Fused CPU selective scan (Mamba's S6 recurrence), forward and backward.
+//
+// For a row (batch b, channel d) and state index n the scan is
+//
+//     dt[t] = softplus(delta[t] + delta_bias[d])          (softplus and bias optional)
+//     h[t]  = exp(dt[t] * A[d, n]) * h[t-1] + dt[t] * u[t] * B[b, n, t]
+//     y[t]  = sum_n C[b, n, t] * h[t] + D[d] * u[t]
+//     out   = y * silu(z)                                  (gate optional)
+//
+// with t running forward or, for a reversed direction, from L-1 down to 0. Several directions can be
+// fused into one call: their y are summed before the common gate (bimamba v2).
+//
+// Design:
+// * The state h of one row lives in registers as NV vectors of at::vec::Vectorized<T> (N is padded
+//   with zeros to a whole number of vectors; padded lanes stay exactly 0). No (B, D, L, N) tensor is
+//   ever built.
+// * The sequence is cut into chunks of K positions. Work items are (batch, slice of channels); an item
+//   walks the chunks in scan order and, inside a chunk, all its rows, so that the chunk of B and C
+//   (and in the backward the chunk accumulators of dB and dC) stays in L1 while the rows pass over it.
+//   Per row only the state is carried from chunk to chunk.
+// * The forward stores the state at the start of every chunk (B, D, L/K, N): O(B*D*L) memory. The
+//   backward recomputes each chunk from its checkpoint into a K x N buffer, then runs the adjoint
+//   recurrence g[t] = dy[t] C[t] + exp(dt[t+1] A) g[t+1] backwards through it.
+// * dB and dC sum over channels; each work item owns an accumulator (nsplit, B, L, N) slice, so the
+//   result is deterministic for a given thread count; dA, dD and d(delta_bias) are per row and summed
+//   over the batch afterwards.
+//
+// This file is compiled once per instruction set (generic, AVX2, AVX-512) into separate Python
+// modules; sisr.ops.fused picks the best one the CPU supports.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using at::vec::Vectorized;
+
+constexpr double kSoftplusThreshold = 20.0;  // as torch.nn.functional.softplus (beta=1)
+
+// exp of the kernel: ATen's 20-ulp polynomial for float (the decays are the hot spot), Sleef's 1-ulp
+// exp for double. Arguments here are <= 20 except for sigmoid(z) of a huge negative z (exp_u20
+// saturates at FLT_MAX, which still gives sigmoid = 0).
+template <typename T>
+inline Vectorized<T> fast_exp(const Vectorized<T>& v) {
+#ifdef SISR_SCAN_PRECISE_EXP
+  return v.exp();
+#else
+  if constexpr (std::is_same_v<T, float>) {
+    return v.exp_u20();
+  } else {
+    return v.exp();
+  }
+#endif
+}
+
+// Sum of the lanes (ATen's shuffle-based reduction where it has one).
+template <typename T>
+inline T hsum(const Vectorized<T>& v) {
+  return at::vec::vec_reduce_all<T>([](const Vectorized<T>& a, const Vectorized<T>& b) { return a + b; }, v);
+}
+
+// out[k] = sum of the V lanes of vectors[k], k < n. Doing this after a chunk instead of per step keeps
+// the shuffle latency out of the scan loop (and lets the compiler vectorise across k).
+template <typename T, int64_t V>
+inline void lane_sums(const T* vectors, int64_t n, T* out) {
+  for (int64_t k = 0; k < n; ++k) {
+    T s = 0;
+    for (int64_t l = 0; l < V; ++l) s += vectors[k * V + l];
+    out[k] = s;
+  }
+}
+
+template <typename T>
+inline Vectorized<T> sigmoid(const Vectorized<T>& v) {
+  const Vectorized<T> one(T(1));
+  return one / (one + fast_exp(v.neg()));
+}
+
+// One scan direction: inputs, optional checkpoint buffer and (backward only) gradient outputs.
+template <typename T>
+struct Direction {
+  const T* u = nullptr;      // (B, D, L)
+  const T* delta = nullptr;  // (B, D, L)
+  const T* A = nullptr;      // (D, Np), zero padded
+  const T* Bt = nullptr;     // (B, L, Np), zero padded
+  const T* Ct = nullptr;     // (B, L, Np), zero padded
+  const T* Dskip = nullptr;  // (D,) or null
+  const T* bias = nullptr;   // (D,) or null
+  bool reverse = false;
+  T* ckpt = nullptr;  // (B, D, nchunks, Np): state before each chunk (in scan order)
+  // Backward outputs.
+  T* du = nullptr;       // (B, D, L)
+  T* ddelta = nullptr;   // (B, D, L)
+  T* dA = nullptr;       // (B, D, Np), summed over B by the caller
+  T* dD = nullptr;       // (B, D)
+  T* dbias = nullptr;    // (B, D)
+  T* dB_acc = nullptr;   // (nsplit, B, L, Np), summed over nsplit by the caller
+  T* dC_acc = nullptr;   // (nsplit, B, L, Np)
+};
+
+struct Geometry {
+  int64_t batch, dim, len, np, chunk, nchunks, nsplit;
+
+  // Positions [lo, hi) of chunk c of a direction (chunks are numbered in scan order).
+  void chunk_range(int64_t c, bool reverse, int64_t& lo, int64_t& hi) const {
+    const int64_t s0 = c * chunk;
+    const int64_t s1 = std::min(len, s0 + chunk);
+    lo = reverse ? len - s1 : s0;
+    hi = reverse ? len - s0 : s1;
+  }
+  // Channels [d0, d1) of slice s.
+  void slice_range(int64_t s, int64_t& d0, int64_t& d1) const {
+    d0 = s * dim / nsplit;
+    d1 = (s + 1) * dim / nsplit;
+  }
+};
+
+// dt = softplus(delta + bias) and dt * u over n contiguous positions.
+template <typename T>
+inline void discretise(const T* delta, const T* u, T bias, bool softplus, int64_t n, T* dt, T* dtu) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  const Vec vbias{bias}, thr{T(kSoftplusThreshold)};
+  for (int64_t k = 0; k < n; k += V) {
+    const int64_t m = std::min<int64_t>(V, n - k);
+    Vec v = Vec::loadu(delta + k, m) + vbias;
+    if (softplus) {
+      v = Vec::blendv(fast_exp(v).log1p(), v, v > thr);
+    }
+    v.store(dt + k, m);
+    (v * Vec::loadu(u + k, m)).store(dtu + k, m);
+  }
+}
+
+// Forward over all directions for the items [item0, item1).
+template <typename T, int NV>
+void forward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, const T* z, T* out, T* out_pre,
+                   bool softplus, int64_t item0, int64_t item1) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  const int64_t L = g.len, Np = g.np, K = g.chunk;
+  std::vector<T> dt(K), dtu(K), y(K), yv(K * V), state;
+
+  for (int64_t item = item0; item < item1; ++item) {
+    const int64_t b = item / g.nsplit;
+    int64_t d0, d1;
+    g.slice_range(item % g.nsplit, d0, d1);
+    state.assign((d1 - d0) * Np, T(0));
+
+    for (size_t di = 0; di < dirs.size(); ++di) {
+      const Direction<T>& dir = dirs[di];
+      std::fill(state.begin(), state.end(), T(0));
+      for (int64_t c = 0; c < g.nchunks; ++c) {
+        int64_t lo, hi;
+        g.chunk_range(c, dir.reverse, lo, hi);
+        const int64_t n = hi - lo;
+        const T* Bc = dir.Bt + (b * L + lo) * Np;
+        const T* Cc = dir.Ct + (b * L + lo) * Np;
+        for (int64_t d = d0; d < d1; ++d) {
+          const int64_t row = (b * g.dim + d) * L;
+          T* st = state.data() + (d - d0) * Np;
+          if (dir.ckpt != nullptr) {
+            std::copy(st, st + Np, dir.ckpt + ((b * g.dim + d) * g.nchunks + c) * Np);
+          }
+          discretise(dir.delta + row + lo, dir.u + row + lo, dir.bias ? dir.bias[d] : T(0), softplus, n,
+                     dt.data(), dtu.data());
+          Vec h[NV], Av[NV];
+          for (int j = 0; j < NV; ++j) {
+            h[j] = Vec::loadu(st + j * V);
+            Av[j] = Vec::loadu(dir.A + d * Np + j * V);
+          }
+          for (int64_t s = 0; s < n; ++s) {
+            const int64_t k = dir.reverse ? n - 1 - s : s;
+            const Vec vdt(dt[k]), vdtu(dtu[k]);
+            Vec acc(T(0));
+            for (int j = 0; j < NV; ++j) {
+              const Vec a = fast_exp(vdt * Av[j]);
+              h[j] = at::vec::fmadd(a, h[j], vdtu * Vec::loadu(Bc + k * Np + j * V));
+              acc = at::vec::fmadd(h[j], Vec::loadu(Cc + k * Np + j * V), acc);
+            }
+            acc.store(yv.data() + k * V);  // lanes summed below, off the recurrence
+          }
+          lane_sums<T, V>(yv.data(), n, y.data());
+          for (int j = 0; j < NV; ++j) {
+            h[j].store(st + j * V);
+          }
+          // Skip term, and sum of the directions (before the gate).
+          const T Dd = dir.Dskip ? dir.Dskip[d] : T(0);
+          T* o = out + row + lo;
+          const T* uu = dir.u + row + lo;
+          for (int64_t k = 0; k < n; ++k) {
+            const T v = y[k] + Dd * uu[k];
+            o[k] = di == 0 ? v : o[k] + v;
+          }
+        }
+      }
+    }
+
+    if (z != nullptr) {  // out = pre * silu(z), keeping pre for the backward if asked
+      for (int64_t d = d0; d < d1; ++d) {
+        const int64_t row = (b * g.dim + d) * L;
+        for (int64_t k = 0; k < L; k += V) {
+          const int64_t m = std::min<int64_t>(V, L - k);
+          const Vec pre = Vec::loadu(out + row + k, m);
+          const Vec zz = Vec::loadu(z + row + k, m);
+          if (out_pre != nullptr) {
+            pre.store(out_pre + row + k, m);
+          }
+          (pre * zz * sigmoid(zz)).store(out + row + k, m);
+        }
+      }
+    }
+  }
+}
+
+// Backward over all directions for the items [item0, item1).
+template <typename T, int NV>
+void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, const T* z, const T* out_pre,
+                    const T* dout, T* dz, bool softplus, int64_t item0, int64_t item1) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  const int64_t L = g.len, Np = g.np, K = g.chunk;
+  std::vector<T> dt(K), dtu(K), dy(K), ddt(K), dub(K), sAv(K * V), sBv(K * V);
+  std::vector<T> xs(K * Np), as(K * Np), dBc(K * Np), dCc(K * Np);
+  std::vector<T> carry, dA_row, dD_row, db_row;
+
+  for (int64_t item = item0; item < item1; ++item) {
+    const int64_t b = item / g.nsplit;
+    const int64_t split = item % g.nsplit;
+    int64_t d0, d1;
+    g.slice_range(split, d0, d1);
+    const int64_t rows = d1 - d0;
+
+    for (const Direction<T>& dir : dirs) {
+      carry.assign(rows * Np, T(0));  // exp(dt[t+1] A) * g[t+1], per row
+      dA_row.assign(rows * Np, T(0));
+      dD_row.assign(rows, T(0));
+      db_row.assign(rows, T(0));
+      T* dB_acc = dir.dB_acc + (split * g.batch + b) * L * Np;
+      T* dC_acc = dir.dC_acc + (split * g.batch + b) * L * Np;
+
+      for (int64_t c = g.nchunks - 1; c >= 0; --c) {
+        int64_t lo, hi;
+        g.chunk_range(c, dir.reverse, lo, hi);
+        const int64_t n = hi - lo;
+        const T* Bc = dir.Bt + (b * L + lo) * Np;
+        const T* Cc = dir.Ct + (b * L + lo) * Np;
+        std::fill(dBc.begin(), dBc.begin() + n * Np, T(0));
+        std::fill(dCc.begin(), dCc.begin() + n * Np, T(0));
+
+        for (int64_t d = d0; d < d1; ++d) {
+          const int64_t r = d - d0;
+          const int64_t row = (b * g.dim + d) * L;
+          const T* uu = dir.u + row + lo;
+          discretise(dir.delta + row + lo, uu, dir.bias ? dir.bias[d] : T(0), softplus, n, dt.data(),
+                     dtu.data());
+          // Gradient reaching y: dout * silu(z).
+          for (int64_t k = 0; k < n; k += V) {
+            const int64_t m = std::min<int64_t>(V, n - k);
+            Vec v = Vec::loadu(dout + row + lo + k, m);
+            if (z != nullptr) {
+              const Vec zz = Vec::loadu(z + row + lo + k, m);
+              v = v * zz * sigmoid(zz);
+            }
+            v.store(dy.data() + k, m);
+          }
+
+          Vec Av[NV], h[NV];
+          const T* x0 = dir.ckpt + ((b * g.dim + d) * g.nchunks + c) * Np;
+          for (int j = 0; j < NV; ++j) {
+            Av[j] = Vec::loadu(dir.A + d * Np + j * V);
+            h[j] = Vec::loadu(x0 + j * V);
+          }
+          // Recompute the chunk: decays and states, stored in scan order s.
+          for (int64_t s = 0; s < n; ++s) {
+            const int64_t k = dir.reverse ? n - 1 - s : s;
+            const Vec vdt(dt[k]), vdtu(dtu[k]);
+            for (int j = 0; j < NV; ++j) {
+              const Vec a = fast_exp(vdt * Av[j]);
+              h[j] = at::vec::fmadd(a, h[j], vdtu * Vec::loadu(Bc + k * Np + j * V));
+              a.store(as.data() + s * Np + j * V);
+              h[j].store(xs.data() + s * Np + j * V);
+            }
+          }
+          // Adjoint recurrence backwards through the chunk.
+          Vec gc[NV], dAv[NV];
+          T* cr = carry.data() + r * Np;
+          T* dar = dA_row.data() + r * Np;
+          for (int j = 0; j < NV; ++j) {
+            gc[j] = Vec::loadu(cr + j * V);
+            dAv[j] = Vec::loadu(dar + j * V);
+          }
+          for (int64_t s = n - 1; s >= 0; --s) {
+            const int64_t k = dir.reverse ? n - 1 - s : s;
+            const Vec vdy(dy[k]), vdt(dt[k]), vdtu(dtu[k]);
+            const T* xprev = s > 0 ? xs.data() + (s - 1) * Np : x0;
+            Vec sA(T(0)), sB(T(0));
+            for (int j = 0; j < NV; ++j) {
+              const int64_t o = k * Np + j * V;
+              const Vec Bj = Vec::loadu(Bc + o);
+              const Vec x = Vec::loadu(xs.data() + s * Np + j * V);
+              const Vec a = Vec::loadu(as.data() + s * Np + j * V);
+              const Vec gj = at::vec::fmadd(vdy, Vec::loadu(Cc + o), gc[j]);  // dL/dh[t]
+              at::vec::fmadd(vdy, x, Vec::loadu(dCc.data() + o)).store(dCc.data() + o);
+              at::vec::fmadd(gj, vdtu, Vec::loadu(dBc.data() + o)).store(dBc.data() + o);
+              const Vec ga = gj * Vec::loadu(xprev + j * V) * a;  // dL/d(dt A)
+              dAv[j] = at::vec::fmadd(ga, vdt, dAv[j]);
+              sA = at::vec::fmadd(ga, Av[j], sA);
+              sB = at::vec::fmadd(gj, Bj, sB);
+              gc[j] = a * gj;
+            }
+            sA.store(sAv.data() + k * V);
+            sB.store(sBv.data() + k * V);
+          }
+          lane_sums<T, V>(sAv.data(), n, ddt.data());
+          lane_sums<T, V>(sBv.data(), n, dub.data());
+          for (int64_t k = 0; k < n; ++k) {  // d(dt) and du from sum_n g*x_prev*a*A and sum_n g*B
+            ddt[k] += uu[k] * dub[k];
+            dub[k] *= dt[k];
+          }
+          for (int j = 0; j < NV; ++j) {
+            gc[j].store(cr + j * V);
+            dAv[j].store(dar + j * V);
+          }
+          // Per position: softplus derivative, skip term; per row sums for dD and d(delta_bias).
+          const T Dd = dir.Dskip ? dir.Dskip[d] : T(0);
+          const T* dl = dir.delta + row + lo;
+          const T bias = dir.bias ? dir.bias[d] : T(0);
+          Vec sum_dD(T(0)), sum_db(T(0));
+          for (int64_t k = 0; k < n; k += V) {
+            const int64_t m = std::min<int64_t>(V, n - k);  // loadu zero-fills lanes >= m
+            Vec gd = Vec::loadu(ddt.data() + k, m);
+            if (softplus) {
+              const Vec v = Vec::loadu(dl + k, m) + Vec(bias);
+              gd = Vec::blendv(gd * sigmoid(v), gd, v > Vec(T(kSoftplusThreshold)));
+            }
+            const Vec vdy = Vec::loadu(dy.data() + k, m);
+            gd.store(dir.ddelta + row + lo + k, m);
+            at::vec::fmadd(Vec(Dd), vdy, Vec::loadu(dub.data() + k, m)).store(dir.du + row + lo + k, m);
+            sum_db = sum_db + gd;
+            sum_dD = at::vec::fmadd(vdy, Vec::loadu(uu + k, m), sum_dD);
+          }
+          dD_row[r] += hsum(sum_dD);
+          db_row[r] += hsum(sum_db);
+        }
+        for (int64_t i = 0; i < n * Np; ++i) {
+          dB_acc[lo * Np + i] += dBc[i];
+          dC_acc[lo * Np + i] += dCc[i];
+        }
+      }
+      for (int64_t d = d0; d < d1; ++d) {
+        std::copy(dA_row.begin() + (d - d0) * Np, dA_row.begin() + (d - d0 + 1) * Np,
+                  dir.dA + (b * g.dim + d) * Np);
+        if (dir.dD) dir.dD[b * g.dim + d] = dD_row[d - d0];
+        if (dir.dbias) dir.dbias[b * g.dim + d] = db_row[d - d0];
+      }
+    }
+
+    if (z != nullptr) {  // dz = dout * pre * silu'(z)
+      for (int64_t d = d0; d < d1; ++d) {
+        const int64_t row = (b * g.dim + d) * L;
+        for (int64_t k = 0; k < L; k += V) {
+          const int64_t m = std::min<int64_t>(V, L - k);
+          const Vec zz = Vec::loadu(z + row + k, m);
+          const Vec sg = sigmoid(zz);
+          const Vec dsilu = sg * (Vec(T(1)) + zz * (Vec(T(1)) - sg));
+          (Vec::loadu(dout + row + k, m) * Vec::loadu(out_pre + row + k, m) * dsilu).store(dz + row + k, m);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tensor plumbing.
+
+struct Inputs {
+  std::vector<Tensor> u, delta, A, Bt, Ct, D, bias;  // D, bias: undefined when absent
+  std::vector<bool> reverse;
+  int64_t batch = 0, dim = 0, len = 0, nstate = 0;
+};
+
+// Number of vectors per state: 1, 2, 4, 8 or 16 (the N padding).
+int64_t vectors_per_state(int64_t nstate, int64_t lanes) {
+  const int64_t need = (nstate + lanes - 1) / lanes;
+  for (int64_t nv : {1, 2, 4, 8, 16}) {
+    if (need <= nv) return nv;
+  }
+  TORCH_CHECK(false, "selective scan: d_state=", nstate, " is larger than the supported ", 16 * lanes);
+}
+
+int64_t lanes_for(at::ScalarType t) {
+  return t == at::kDouble ? Vectorized<double>::size() : Vectorized<float>::size();
+}
+
+Tensor pad_state(const Tensor& t, int64_t np) {  // (..., N) -> (..., Np) zero padded, contiguous
+  const int64_t n = t.size(-1);
+  if (n == np) return t.contiguous();
+  auto sizes = t.sizes().vec();
+  sizes.back() = np;
+  Tensor out = at::zeros(sizes, t.options());
+  out.narrow(-1, 0, n).copy_(t);
+  return out;
+}
+
+Inputs prepare(const std::vector<Tensor>& u, const std::vector<Tensor>& delta, const std::vector<Tensor>& A,
+               const std::vector<Tensor>& B, const std::vector<Tensor>& C,
+               const std::vector<std::optional<Tensor>>& D, const std::vector<std::optional<Tensor>>& bias,
+               const std::vector<bool>& reverse) {
+  const size_t nd = u.size();
+  TORCH_CHECK(nd >= 1 && delta.size() == nd && A.size() == nd && B.size() == nd && C.size() == nd &&
+                  D.size() == nd && bias.size() == nd && reverse.size() == nd,
+              "selective scan: every per-direction list needs one entry per direction");
+  Inputs in;
+  const auto dtype = u[0].scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "selective scan: float32 or float64 only");
+  TORCH_CHECK(u[0].dim() == 3, "selective scan: u must be (batch, d, L)");
+  in.batch = u[0].size(0);
+  in.dim = u[0].size(1);
+  in.len = u[0].size(2);
+  TORCH_CHECK(A[0].dim() == 2 && A[0].size(0) == in.dim, "selective scan: A must be (d, n)");
+  in.nstate = A[0].size(1);
+  const int64_t np = vectors_per_state(in.nstate, lanes_for(dtype)) * lanes_for(dtype);
+  auto check = [&](const Tensor& t, at::IntArrayRef shape, const char* name) {
+    TORCH_CHECK(t.device().is_cpu(), "selective scan: ", name, " must be on the CPU");
+    TORCH_CHECK(t.scalar_type() == dtype, "selective scan: ", name, " has dtype ", t.scalar_type(),
+                ", expected ", dtype);
+    TORCH_CHECK(t.sizes() == shape, "selective scan: ", name, " has shape ", t.sizes(), ", expected ", shape);
+  };
+  const std::vector<int64_t> bdl{in.batch, in.dim, in.len}, bnl{in.batch, in.nstate, in.len},
+      dn{in.dim, in.nstate}, d1{in.dim};
+  for (size_t i = 0; i < nd; ++i) {
+    check(u[i], bdl, "u");
+    check(delta[i], bdl, "delta");
+    check(A[i], dn, "A");
+    check(B[i], bnl, "B");
+    check(C[i], bnl, "C");
+    in.u.push_back(u[i].contiguous());
+    in.delta.push_back(delta[i].contiguous());
+    in.A.push_back(pad_state(A[i], np));
+    in.Bt.push_back(pad_state(B[i].transpose(1, 2), np));
+    in.Ct.push_back(pad_state(C[i].transpose(1, 2), np));
+    if (D[i].has_value()) {
+      check(*D[i], d1, "D");
+      in.D.push_back(D[i]->contiguous());
+    } else {
+      in.D.emplace_back();
+    }
+    if (bias[i].has_value()) {
+      check(*bias[i], d1, "delta_bias");
+      in.bias.push_back(bias[i]->contiguous());
+    } else {
+      in.bias.emplace_back();
+    }
+  }
+  in.reverse = reverse;
+  return in;
+}
+
+Geometry geometry(const Inputs& in, int64_t chunk) {
+  TORCH_CHECK(chunk >= 1, "selective scan: chunk must be positive");
+  Geometry g;
+  g.batch = in.batch;
+  g.dim = in.dim;
+  g.len = in.len;
+  g.np = in.A[0].size(1);
+  g.chunk = chunk;
+  g.nchunks = (in.len + chunk - 1) / chunk;
+  // Split the channels of each batch element so that there is work for every thread and the item
+  // count divides evenly among them (each item owns a dB/dC accumulator, so do not overdo it).
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t s = std::max<int64_t>(1, (threads + in.batch - 1) / in.batch);
+  while (s < in.dim && (in.batch * s) % threads != 0 && in.batch * s < 4 * threads) ++s;
+  g.nsplit = std::max<int64_t>(1, std::min(s, in.dim));
+  return g;
+}
+
+template <typename T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+std::vector<Direction<T>> directions(const Inputs& in) {
+  std::vector<Direction<T>> dirs(in.u.size());
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    dirs[i].u = in.u[i].data_ptr<T>();
+    dirs[i].delta = in.delta[i].data_ptr<T>();
+    dirs[i].A = in.A[i].data_ptr<T>();
+    dirs[i].Bt = in.Bt[i].data_ptr<T>();
+    dirs[i].Ct = in.Ct[i].data_ptr<T>();
+    dirs[i].Dskip = ptr_or_null<T>(in.D[i]);
+    dirs[i].bias = ptr_or_null<T>(in.bias[i]);
+    dirs[i].reverse = in.reverse[i];
+  }
+  return dirs;
+}
+
+template <typename F>
+void dispatch_nv(int64_t nv, F&& f) {
+  switch (nv) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    default: f(std::integral_constant<int, 16>{}); break;
+  }
+}
+
+Tensor optional_contiguous(const std::optional<Tensor>& t, const Tensor& like, const char* name) {
+  if (!t.has_value()) return Tensor();
+  TORCH_CHECK(t->sizes() == like.sizes() && t->scalar_type() == like.scalar_type() && t->device().is_cpu(),
+              "selective scan: ", name, " must match u in shape, dtype and device");
+  return t->contiguous();
+}
+
+// Returns [out, out_pre, ckpt_0, ..., ckpt_{ndir-1}]; out_pre (the sum before the gate) is only
+// defined when z is given and save is true, the checkpoints only when save is true.
+std::vector<Tensor> scan_fwd(const std::vector<Tensor>& u, const std::vector<Tensor>& delta,
+                             const std::vector<Tensor>& A, const std::vector<Tensor>& B,
+                             const std::vector<Tensor>& C, const std::vector<std::optional<Tensor>>& D,
+                             const std::vector<std::optional<Tensor>>& bias, const std::vector<bool>& reverse,
+                             const std::optional<Tensor>& z_opt, bool softplus, bool save, int64_t chunk) {
+  Inputs in = prepare(u, delta, A, B, C, D, bias, reverse);
+  const Geometry g = geometry(in, chunk);
+  const Tensor z = optional_contiguous(z_opt, in.u[0], "z");
+  Tensor out = at::empty_like(in.u[0]);
+  Tensor out_pre = (save && z.defined()) ? at::empty_like(out) : Tensor();
+  std::vector<Tensor> ckpts;
+  for (size_t i = 0; i < in.u.size(); ++i) {
+    ckpts.push_back(save ? at::empty({g.batch, g.dim, g.nchunks, g.np}, out.options()) : Tensor());
+  }
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "selective_scan_fwd", [&] {
+    auto dirs = directions<scalar_t>(in);
+    for (size_t i = 0; i < dirs.size(); ++i) dirs[i].ckpt = save ? ckpts[i].data_ptr<scalar_t>() : nullptr;
+    const scalar_t* zp = ptr_or_null<scalar_t>(z);
+    scalar_t* op = out.data_ptr<scalar_t>();
+    scalar_t* pp = out_pre.defined() ? out_pre.data_ptr<scalar_t>() : nullptr;
+    dispatch_nv(g.np / Vectorized<scalar_t>::size(), [&](auto nv) {
+      at::parallel_for(0, g.batch * g.nsplit, 1, [&](int64_t i0, int64_t i1) {
+        forward_items<scalar_t, decltype(nv)::value>(dirs, g, zp, op, pp, softplus, i0, i1);
+      });
+    });
+  });
+  std::vector<Tensor> result{out, out_pre};
+  result.insert(result.end(), ckpts.begin(), ckpts.end());
+  return result;
+}
+
+// Returns [du, ddelta, dA, dB, dC, dD, ddelta_bias] per direction, then dz. dD, ddelta_bias and dz are
+// undefined (None) when the corresponding input is absent.
+std::vector<Tensor> scan_bwd(const std::vector<Tensor>& u, const std::vector<Tensor>& delta,
+                             const std::vector<Tensor>& A, const std::vector<Tensor>& B,
+                             const std::vector<Tensor>& C, const std::vector<std::optional<Tensor>>& D,
+                             const std::vector<std::optional<Tensor>>& bias, const std::vector<bool>& reverse,
+                             const std::optional<Tensor>& z_opt, const std::optional<Tensor>& out_pre_opt,
+                             const std::vector<Tensor>& ckpts, const Tensor& dout_in, bool softplus,
+                             int64_t chunk) {
+  Inputs in = prepare(u, delta, A, B, C, D, bias, reverse);
+  const Geometry g = geometry(in, chunk);
+  const Tensor z = optional_contiguous(z_opt, in.u[0], "z");
+  const Tensor out_pre = optional_contiguous(out_pre_opt, in.u[0], "out_pre");
+  TORCH_CHECK(!z.defined() || out_pre.defined(), "selective scan backward: z needs out_pre");
+  TORCH_CHECK(dout_in.sizes() == in.u[0].sizes(), "selective scan backward: dout has the wrong shape");
+  const Tensor dout = dout_in.to(in.u[0].scalar_type()).contiguous();
+  const size_t nd = in.u.size();
+  TORCH_CHECK(ckpts.size() == nd, "selective scan backward: one checkpoint tensor per direction");
+  const auto opts = in.u[0].options();
+  std::vector<Tensor> du, ddelta, dA, dBacc, dCacc, dD, dbias, ck;
+  for (size_t i = 0; i < nd; ++i) {
+    TORCH_CHECK(ckpts[i].sizes() == at::IntArrayRef({g.batch, g.dim, g.nchunks, g.np}),
+                "selective scan backward: checkpoints do not match the inputs (chunk size changed?)");
+    ck.push_back(ckpts[i].contiguous());
+    du.push_back(at::empty_like(in.u[i]));
+    ddelta.push_back(at::empty_like(in.u[i]));
+    dA.push_back(at::empty({g.batch, g.dim, g.np}, opts));
+    dBacc.push_back(at::zeros({g.nsplit, g.batch, g.len, g.np}, opts));
+    dCacc.push_back(at::zeros({g.nsplit, g.batch, g.len, g.np}, opts));
+    dD.push_back(in.D[i].defined() ? at::empty({g.batch, g.dim}, opts) : Tensor());
+    dbias.push_back(in.bias[i].defined() ? at::empty({g.batch, g.dim}, opts) : Tensor());
+  }
+  Tensor dz = z.defined() ? at::empty_like(z) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dout.scalar_type(), "selective_scan_bwd", [&] {
+    auto dirs = directions<scalar_t>(in);
+    for (size_t i = 0; i < nd; ++i) {
+      dirs[i].ckpt = ck[i].data_ptr<scalar_t>();
+      dirs[i].du = du[i].data_ptr<scalar_t>();
+      dirs[i].ddelta = ddelta[i].data_ptr<scalar_t>();
+      dirs[i].dA = dA[i].data_ptr<scalar_t>();
+      dirs[i].dB_acc = dBacc[i].data_ptr<scalar_t>();
+      dirs[i].dC_acc = dCacc[i].data_ptr<scalar_t>();
+      dirs[i].dD = dD[i].defined() ? dD[i].data_ptr<scalar_t>() : nullptr;
+      dirs[i].dbias = dbias[i].defined() ? dbias[i].data_ptr<scalar_t>() : nullptr;
+    }
+    const scalar_t* zp = ptr_or_null<scalar_t>(z);
+    const scalar_t* pp = ptr_or_null<scalar_t>(out_pre);
+    const scalar_t* dp = dout.data_ptr<scalar_t>();
+    scalar_t* dzp = dz.defined() ? dz.data_ptr<scalar_t>() : nullptr;
+    dispatch_nv(g.np / Vectorized<scalar_t>::size(), [&](auto nv) {
+      at::parallel_for(0, g.batch * g.nsplit, 1, [&](int64_t i0, int64_t i1) {
+        backward_items<scalar_t, decltype(nv)::value>(dirs, g, zp, pp, dp, dzp, softplus, i0, i1);
+      });
+    });
+  });
+  std::vector<Tensor> result;
+  const int64_t n = in.nstate;
+  for (size_t i = 0; i < nd; ++i) {
+    result.push_back(du[i]);
+    result.push_back(ddelta[i]);
+    result.push_back(dA[i].sum(0).narrow(-1, 0, n).contiguous());
+    result.push_back(dBacc[i].sum(0).narrow(-1, 0, n).transpose(1, 2).contiguous());
+    result.push_back(dCacc[i].sum(0).narrow(-1, 0, n).transpose(1, 2).contiguous());
+    result.push_back(dD[i].defined() ? dD[i].sum(0) : Tensor());
+    result.push_back(dbias[i].defined() ? dbias[i].sum(0) : Tensor());
+  }
+  result.push_back(dz);
+  return result;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Fused CPU selective scan (sisr). Lists hold one entry per scan direction.";
+  m.def("fwd", &scan_fwd, "Selective scan forward", py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"),
+        py::arg("C"), py::arg("D"), py::arg("delta_bias"), py::arg("reverse"), py::arg("z"),
+        py::arg("delta_softplus"), py::arg("save"), py::arg("chunk"));
+  m.def("bwd", &scan_bwd, "Selective scan backward", py::arg("u"), py::arg("delta"), py::arg("A"),
+        py::arg("B"), py::arg("C"), py::arg("D"), py::arg("delta_bias"), py::arg("reverse"), py::arg("z"),
+        py::arg("out_pre"), py::arg("ckpts"), py::arg("dout"), py::arg("delta_softplus"), py::arg("chunk"));
+  m.def("lanes", [] { return Vectorized<float>::size(); }, "float lanes of the compiled vector type");
+}
