@@ -229,7 +229,9 @@ def test_dtypes():
     low = cast(torch.bfloat16)
     out = selective_scan_ref(**low)
     assert out.dtype == torch.bfloat16
-    exact = selective_scan_ref(**{k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in low.items()})
+    exact = selective_scan_ref(
+        **{k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in low.items()}
+    )
     torch.testing.assert_close(out, exact.to(torch.bfloat16), rtol=0, atol=0)
     # float64 inputs stay in float64 (the float32 result differs only by rounding).
     out64 = selective_scan_ref(**cast(torch.float64))
