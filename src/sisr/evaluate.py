@@ -1,0 +1,823 @@
+"""Benchmark evaluation exactly as the SR papers measure it (``sisr evaluate`` and ``sisr test``).
+
+The protocol is BasicSR's ``SRModel.validation``, which MMA and SeemoRe report:
+
+1. the network runs on the whole LR image (or in tiles, optionally with the x8 self-ensemble);
+2. its output is clamped to ``[0, 1]`` and quantised like BasicSR's ``tensor2img``: ``round(x * 255)``
+   in float32, half to even, to uint8; the GT becomes uint8 the same way (exact for 8-bit files);
+3. the GT is cropped to the output's size (a GT a few pixels larger than ``scale`` times its LR loses its
+   bottom rows / right columns, the usual mod-crop);
+4. PSNR / SSIM (:mod:`sisr.metrics`) after removing ``crop_border`` pixels (default: the scale) from
+   every edge, on the BT.601 luma by default; the dataset's number is the mean over its images.
+
+Images are grouped into batches of equal LR size (sorted by size when the sizes are known up front), and
+every image is scored on its own, so the numbers do not depend on the batch size. With
+``torch.distributed`` initialised, ranks take every ``world``-th image and the per-image values are
+gathered, so every rank returns exactly the numbers one process would.
+
+Benchmark folders are found in their usual layouts: ``Set5/HR`` with ``Set5/LR_bicubic/X4/{name}x4.png``
+(EDSR / DIV2K naming), or BasicSR's ``Set5/GTmod12`` with ``Set5/LRbicx4``. A folder with HR images only
+gets its LR images made on the fly: mod-crop, MATLAB bicubic ``imresize(hr, 1 / scale)``, rounded to
+uint8 like MATLAB's ``im2uint8`` (what the published LR files hold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from sisr.errors import SisrError
+
+__all__ = [
+    "BenchmarkFolder",
+    "MetricSpec",
+    "add_evaluate_command",
+    "add_test_command",
+    "evaluate_dataset",
+    "find_benchmark",
+    "format_results",
+]
+
+MetricKind = Literal["psnr", "ssim"]
+Format = Literal["text", "markdown", "json"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric to compute: its kind and the protocol's settings.
+
+    Attributes:
+        kind: ``"psnr"`` or ``"ssim"``.
+        crop_border: Pixels removed from each edge; None means the scale.
+        y_channel: Score the BT.601 luma only.
+    """
+
+    kind: MetricKind
+    crop_border: int | None = None
+    y_channel: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Benchmark folders
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """``(H, W, 3)`` float32 in ``[0, 1]``: gray replicated, alpha dropped, 16 bits scaled by 65535."""
+    from sisr.imageio import read_image
+
+    pixels = read_image(path).pixels
+    top = np.float32(65535.0 if pixels.dtype == np.uint16 else 255.0)
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    return pixels[:, :, :3].astype(np.float32) / top
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    try:
+        with PILImage.open(path) as im:
+            width, height = im.size
+    except Exception as e:  # Pillow reports bad files with many exception types
+        raise SisrError(f"{path}: cannot read image: {' '.join(str(e).split())}") from None
+    return height, width
+
+
+def _list(folder: Path, what: str) -> list[Path]:
+    from sisr.data import list_images
+
+    return list_images(folder, what=what)
+
+
+class BenchmarkFolder(Dataset):
+    """A benchmark set: HR images with their LR partners, or HR images alone (LR made on the fly).
+
+    Samples are dicts ``{"lq": (3, h, w), "gt": (3, H, W), "lq_path": str, "gt_path": str, "name": str}``
+    of float32 tensors in ``[0, 1]``; ``H, W`` are at most ``scale - 1`` larger than ``scale * h, w``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        gt_root: str | os.PathLike[str],
+        scale: int,
+        lq_root: str | os.PathLike[str] | None = None,
+        filename_tmpl: str | None = None,
+    ) -> None:
+        """Pairs the images by name.
+
+        Args:
+            name: The set's name (``"Set5"``), for the report.
+            gt_root: Folder of HR images.
+            scale: Upscaling factor.
+            lq_root: Folder of LR images; None makes them from the HR images.
+            filename_tmpl: LR stem for an HR stem, e.g. ``"{}x4"``; None tries ``"{}x{scale}"``, ``"{}"``
+                and Manga109's ``"{}_LRBI_x{scale}"``.
+
+        Raises:
+            SisrError: On a missing or empty folder, or HR and LR images that do not pair up.
+        """
+        self.name = name
+        self.scale = int(scale)
+        self.gt_root = Path(gt_root)
+        self.lq_root = None if lq_root is None else Path(lq_root)
+        gt_files = _list(self.gt_root, "HR")
+        self.names = [p.stem for p in gt_files]
+        self.gt_files = gt_files
+        self.lq_files: list[Path] | None = None
+        if self.lq_root is not None:
+            self.lq_files = self._pair(gt_files, _list(self.lq_root, "LR"), filename_tmpl)
+
+    @property
+    def generates_lr(self) -> bool:
+        """Whether the LR images are made from the HR ones."""
+        return self.lq_files is None
+
+    def _pair(self, gt_files: list[Path], lq_files: list[Path], tmpl: str | None) -> list[Path]:
+        by_stem = {p.stem: p for p in lq_files}
+        templates = (
+            [tmpl] if tmpl is not None else ["{}x" + str(self.scale), "{}", "{}_LRBI_x" + str(self.scale)]
+        )
+        for template in templates:
+            if all(template.format(p.stem) in by_stem for p in gt_files):
+                pairs = [by_stem[template.format(p.stem)] for p in gt_files]
+                extra = sorted(set(lq_files) - set(pairs))
+                if extra:
+                    raise SisrError(f"LR image {extra[0]} has no HR partner in {self.gt_root}")
+                return pairs
+        missing = next(p for p in gt_files if templates[0].format(p.stem) not in by_stem)
+        expected = templates[0].format(missing.stem)
+        raise SisrError(f"HR image {missing} has no LR partner in {self.lq_root} (expected {expected}.png)")
+
+    def __len__(self) -> int:
+        return len(self.gt_files)
+
+    def lq_size(self, index: int) -> tuple[int, int]:
+        """(height, width) of the LR input of image ``index``, read from a file header only."""
+        if self.lq_files is not None:
+            return _header_size(self.lq_files[index])
+        height, width = _header_size(self.gt_files[index])
+        return height // self.scale, width // self.scale
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from sisr.imresize import imresize
+
+        s = self.scale
+        gt_path = self.gt_files[index]
+        gt = _read_rgb(gt_path)
+        if self.lq_files is None:
+            height, width = gt.shape[0] - gt.shape[0] % s, gt.shape[1] - gt.shape[1] % s
+            if height == 0 or width == 0:
+                raise SisrError(f"HR image {gt_path} ({gt.shape[0]}x{gt.shape[1]}) is smaller than scale {s}")
+            gt = gt[:height, :width]
+            # The published LR files: MATLAB imresize of the mod-cropped HR in double, then im2uint8.
+            lr = imresize(gt.astype(np.float64), 1.0 / s)
+            lq = (np.clip(np.floor(lr * 255.0 + 0.5), 0, 255) / 255.0).astype(np.float32)
+            lq_path = f"{gt_path} (bicubic x{s})"
+        else:
+            lq_path = self.lq_files[index]
+            lq = _read_rgb(lq_path)
+            (gt_h, gt_w), (lq_h, lq_w) = gt.shape[:2], lq.shape[:2]
+            if gt_h // s != lq_h or gt_w // s != lq_w:
+                raise SisrError(
+                    f"HR {gt_path} is {gt_h}x{gt_w} but LR {lq_path} is {lq_h}x{lq_w}; "
+                    f"at scale {s} the HR must be {lq_h * s}x{lq_w * s} (up to {s - 1} more)"
+                )
+
+        def tensor(a: np.ndarray) -> Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+        return {
+            "lq": tensor(lq),
+            "gt": tensor(gt),
+            "lq_path": str(lq_path),
+            "gt_path": str(gt_path),
+            "name": gt_path.stem,
+        }
+
+
+def find_benchmark(root: str | os.PathLike[str], scale: int) -> BenchmarkFolder:
+    """Recognises a benchmark folder's layout.
+
+    Accepted, in this order: ``ROOT/HR`` + ``ROOT/LR_bicubic/X{s}`` (``{name}x{s}``), ``ROOT/GTmod12`` +
+    ``ROOT/LRbicx{s}`` (same names), and HR images alone in ``ROOT/HR``, ``ROOT/GTmod12`` or ``ROOT``
+    itself, whose LR images are then made on the fly.
+
+    Raises:
+        SisrError: If the folder does not exist, holds no images, or the names do not pair up.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise SisrError(f"{base}: no such folder")
+    name = base.resolve().name
+    if name in ("HR", "GTmod12"):  # the HR folder itself was given: name the set after its parent
+        name = base.resolve().parent.name or name
+    for gt_dir, lq_dir in (("HR", f"LR_bicubic/X{scale}"), ("GTmod12", f"LRbicx{scale}")):
+        if (base / gt_dir).is_dir():
+            lq = base / lq_dir
+            return BenchmarkFolder(
+                name=name, gt_root=base / gt_dir, lq_root=lq if lq.is_dir() else None, scale=scale
+            )
+    return BenchmarkFolder(name=name, gt_root=base, scale=scale)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _self_ensemble(run: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Mean of the 8 flip/transpose views' outputs, each mapped back (the "+" results of the papers)."""
+    outputs = []
+    for k in range(8):
+        hflip, vflip, transpose = bool(k & 1), bool(k & 2), bool(k & 4)
+        view = x
+        if hflip:
+            view = view.flip(-1)
+        if vflip:
+            view = view.flip(-2)
+        if transpose:
+            view = view.transpose(-2, -1)
+        y = run(view.contiguous())
+        # Undo in reverse order.
+        if transpose:
+            y = y.transpose(-2, -1)
+        if vflip:
+            y = y.flip(-2)
+        if hflip:
+            y = y.flip(-1)
+        outputs.append(y.float())
+    return torch.stack(outputs).mean(dim=0)
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    """BasicSR's ``tensor2img``: clamp to [0, 1], ``round(x * 255)`` in float32 (half to even), uint8."""
+    return x.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+
+
+def _resolve_metrics(
+    metrics: Sequence[str] | Mapping[str, MetricSpec], crop_border: int | None, y_channel: bool, scale: int
+) -> dict[str, MetricSpec]:
+    if isinstance(metrics, Mapping):
+        specs = dict(metrics)
+    else:
+        specs = {}
+        for kind in metrics:
+            if kind not in ("psnr", "ssim"):
+                raise SisrError(f"unknown metric {kind!r}; known: psnr, ssim")
+            specs[kind] = MetricSpec(kind=kind, crop_border=crop_border, y_channel=y_channel)  # type: ignore[arg-type]
+    resolved = {}
+    for name, spec in specs.items():
+        border = scale if spec.crop_border is None else spec.crop_border
+        if border < 0:
+            raise SisrError(f"metric {name}: crop_border must be >= 0, got {border}")
+        resolved[name] = MetricSpec(kind=spec.kind, crop_border=border, y_channel=spec.y_channel)
+    return resolved
+
+
+def _score(sr: np.ndarray, gt: np.ndarray, specs: Mapping[str, MetricSpec]) -> dict[str, float]:
+    from sisr.metrics import psnr, ssim
+
+    functions = {"psnr": psnr, "ssim": ssim}
+    return {
+        name: functions[spec.kind](sr, gt, crop_border=int(spec.crop_border or 0), y_channel=spec.y_channel)
+        for name, spec in specs.items()
+    }
+
+
+def _batches(dataset: Dataset, indices: list[int], batch_size: int) -> list[list[int]]:
+    """Groups indices into batches of equal LR size, sorted by size when the dataset tells sizes."""
+    if batch_size == 1:
+        return [[i] for i in indices]
+    lq_size = getattr(dataset, "lq_size", None)
+    if lq_size is None:
+        # Sizes unknown until loaded: only runs of consecutive equal sizes are batched (the loop below).
+        return [indices]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in indices:
+        groups.setdefault(tuple(lq_size(i)), []).append(i)
+    batches = []
+    for size in sorted(groups):
+        members = groups[size]
+        batches += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
+    return batches
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    scale: int,
+    crop_border: int | None = None,
+    y_channel: bool = True,
+    metrics: Sequence[str] | Mapping[str, MetricSpec] = ("psnr", "ssim"),
+    batch_size: int = 1,
+    self_ensemble: bool = False,
+    tile: int | None = None,
+    overlap: int | None = None,
+    save_dir: str | os.PathLike[str] | None = None,
+    save_suffix: str | None = None,
+    distributed: bool = False,
+    name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Super-resolves every image of a dataset and scores it by the papers' protocol.
+
+    Args:
+        model: Maps (B, 3, h, w) in [0, 1] to (B, 3, scale*h, scale*w); call ``.eval()`` first.
+        dataset: Whole-image samples ``{"lq", "gt"}`` (``(3, h, w)`` / ``(3, H, W)`` floats in [0, 1])
+            and ``"gt_path"`` or ``"lq_path"`` naming the image, e.g. :class:`BenchmarkFolder` or
+            :class:`sisr.data.PairedImageDataset` with ``gt_size=None``. A ``lq_size(index)`` method, if
+            present, lets images of equal size be batched together whatever their order.
+        scale: Upscaling factor of the model.
+        crop_border: Border removed before scoring; None means ``scale``.
+        y_channel: Score the BT.601 luma only (as the papers do).
+        metrics: Metric kinds (``"psnr"``, ``"ssim"``) with the settings above, or named
+            :class:`MetricSpec` entries with their own settings.
+        batch_size: Images of equal LR size run together, up to this many; the numbers do not change.
+        self_ensemble: Average the outputs of the 8 flips/transposes (mapped back).
+        tile: Run in overlapping tiles of this size (input pixels); None runs whole images.
+        overlap: Tile overlap; None means ``min(16, tile // 2)``.
+        save_dir: Write every SR image as PNG here, ``{name}_{save_suffix}.png`` or ``{name}.png``.
+        save_suffix: See ``save_dir``.
+        distributed: Share the images among the ranks of the initialised ``torch.distributed`` group;
+            every rank returns the complete, identical result.
+        name: The dataset's name for the report; by default ``dataset.name`` or the class name.
+        progress: Called as ``progress(done, total)`` after every batch (this rank's images).
+
+    Returns:
+        ``{"dataset", "images", "scale", "self_ensemble", "metrics": {name: mean}, "settings":
+        {name: {"kind", "crop_border", "y_channel"}}, "per_image": [{"name", <metric>: value}, ...]}``,
+        ``per_image`` in the dataset's order.
+
+    Raises:
+        SisrError: Bad options, an empty dataset, or an output whose size is not ``scale`` times its input.
+    """
+    from sisr.imageio import write_image
+    from sisr.inference import upscale_tensor
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SisrError(f"batch_size must be a positive integer, got {batch_size!r}")
+    specs = _resolve_metrics(metrics, crop_border, y_channel, scale)
+    if overlap is None:
+        overlap = 16 if tile is None else min(16, tile // 2)
+    total = len(dataset)  # type: ignore[arg-type]
+    if total == 0:
+        raise SisrError("the dataset holds no images")
+    rank, world = 0, 1
+    if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    mine = list(range(rank, total, world))
+    out_dir = None if save_dir is None else Path(save_dir)
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SisrError(f"{out_dir}: cannot create folder: {e.strerror or e}") from None
+
+    def run(x: Tensor) -> Tensor:
+        return upscale_tensor(model, x, tile=tile, overlap=overlap)
+
+    def forward(x: Tensor) -> Tensor:
+        return _self_ensemble(run, x) if self_ensemble else run(x)
+
+    scores: dict[int, dict[str, Any]] = {}
+
+    def finish(batch: list[tuple[int, dict[str, Any]]]) -> None:
+        lq = torch.stack([sample["lq"] for _, sample in batch])  # (B, 3, h, w)
+        with torch.inference_mode():
+            sr = _to_uint8(forward(lq))  # (B, 3, s*h, s*w)
+        if sr.shape[-2:] != (scale * lq.shape[-2], scale * lq.shape[-1]):
+            raise SisrError(
+                f"the model turned a {lq.shape[-2]}x{lq.shape[-1]} input into {sr.shape[-2]}x{sr.shape[-1]}, "
+                f"not x{scale}"
+            )
+        for (index, sample), sr_one in zip(batch, sr, strict=True):
+            label = _image_name(sample)
+            # Contiguous (H, W, 3) uint8, as an image file reads: numpy's sums depend on the layout in
+            # their last bits, and the numbers should equal sisr.metrics on the images as saved.
+            sr_img = np.ascontiguousarray(sr_one.permute(1, 2, 0).cpu().numpy())
+            gt_img = _to_uint8(sample["gt"]).permute(1, 2, 0).numpy()
+            height, width = sr_img.shape[:2]
+            if gt_img.shape[0] < height or gt_img.shape[1] < width:
+                raise SisrError(
+                    f"{label}: GT is {gt_img.shape[0]}x{gt_img.shape[1]}, smaller than {height}x{width}"
+                )
+            values = _score(sr_img, np.ascontiguousarray(gt_img[:height, :width]), specs)
+            scores[index] = {"name": label, **values}
+            if out_dir is not None:
+                file_name = f"{label}_{save_suffix}.png" if save_suffix else f"{label}.png"
+                write_image(out_dir / file_name, sr_img)
+
+    done = 0
+    for group in _batches(dataset, mine, batch_size):
+        pending: list[tuple[int, dict[str, Any]]] = []
+        for index in group:
+            sample = dataset[index]
+            if pending and (pending[0][1]["lq"].shape != sample["lq"].shape or len(pending) == batch_size):
+                finish(pending)
+                done += len(pending)
+                pending = []
+                if progress is not None:
+                    progress(done, len(mine))
+            pending.append((index, sample))
+        if pending:
+            finish(pending)
+            done += len(pending)
+            if progress is not None:
+                progress(done, len(mine))
+
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, scores)
+        scores = {k: v for part in gathered for k, v in part.items()}
+    per_image = [scores[i] for i in range(total)]
+    # Means in dataset order, so a distributed run sums in the same order as a single process.
+    means = {key: math.fsum(entry[key] for entry in per_image) / total for key in specs}
+    return {
+        "dataset": name or getattr(dataset, "name", None) or type(dataset).__name__,
+        "images": total,
+        "scale": scale,
+        "self_ensemble": self_ensemble,
+        "metrics": means,
+        "settings": {key: asdict(spec) for key, spec in specs.items()},
+        "per_image": per_image,
+    }
+
+
+def _image_name(sample: Mapping[str, Any]) -> str:
+    if "name" in sample:
+        return str(sample["name"])
+    path = sample.get("gt_path") or sample.get("lq_path")
+    return Path(str(path)).stem if path else "image"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _label(name: str, settings: Mapping[str, Any]) -> str:
+    base = {"psnr": "PSNR", "ssim": "SSIM"}.get(settings.get("kind", ""), name)
+    if name not in ("psnr", "ssim") and name.upper() != base:
+        base = name
+    return f"{base}-Y" if settings.get("y_channel") else base
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf": identical images; strict JSON has no infinity
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def format_results(results: Sequence[Mapping[str, Any]], fmt: Format = "text") -> str:
+    """Formats results of :func:`evaluate_dataset` as a table, one row per dataset.
+
+    Args:
+        results: One result per dataset.
+        fmt: ``"text"`` (aligned columns for a terminal), ``"markdown"`` (a pipe table) or ``"json"``
+            (everything, including the per-image values; infinities as the string ``"inf"``).
+
+    Returns:
+        The text, ending with a newline.
+    """
+    if fmt == "json":
+        return json.dumps(_json_safe(list(results)), indent=2) + "\n"
+    if fmt not in ("text", "markdown"):
+        raise SisrError(f"unknown format {fmt!r}; use text, markdown or json")
+    keys: list[str] = []
+    settings: dict[str, Any] = {}
+    for result in results:
+        for key, value in result["settings"].items():
+            if key not in settings:
+                keys.append(key)
+                settings[key] = value
+    header = ["dataset", "images", *(_label(k, settings[k]) for k in keys)]
+    rows = []
+    for result in results:
+        name = str(result["dataset"]) + ("+" if result.get("self_ensemble") else "")
+        cells = [name, str(result["images"])]
+        for key in keys:
+            value = result["metrics"].get(key)
+            digits = 2 if settings[key].get("kind") == "psnr" else 4
+            cells.append("-" if value is None else f"{value:.{digits + 2}f}")
+        rows.append(cells)
+    if fmt == "markdown":
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---", "---:", *["---:"] * len(keys)]) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(cell.rjust(w) for cell, w in zip(cells[1:], widths[1:], strict=True))])
+
+    return "\n".join([line(header), *(line(row) for row in rows)]) + "\n"
+
+
+def _progress_printer(name: str) -> Callable[[int, int], None] | None:
+    """``[name] done/total`` on one updated stderr line, when stderr is a terminal."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\r\033[K[{name}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def _write_text(path: str, text: str) -> None:
+    from sisr.checkpoint import atomic_write
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise SisrError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sisr evaluate
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Options shared by ``evaluate`` and ``test``; ``defaults=False`` leaves them unset (None)."""
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1 if defaults else None,
+        metavar="N",
+        help="run up to N images of equal size together; the numbers do not change (default: 1)",
+    )
+    p.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        default=False if defaults else None,
+        help="average the outputs of the 8 flips/rotations (the papers' '+' results)",
+    )
+    p.add_argument(
+        "--tile", type=_positive_int, default=None, metavar="N", help="run in N x N tiles (default: whole)"
+    )
+    p.add_argument(
+        "--device", default="cpu" if defaults else None, help="cpu, cuda, cuda:N or mps (default: cpu)"
+    )
+
+
+def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``sisr evaluate`` to the command line's subparsers (sets ``args.run``)."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a model on benchmark sets (PSNR/SSIM as the papers)",
+        description=(
+            "Super-resolve benchmark sets and print PSNR and SSIM as the papers compute them: output "
+            "rounded to 8 bits, 'scale' border pixels cropped, luma (BT.601) only. A set is a folder "
+            "with HR/ and LR_bicubic/X<s>/ (<name>x<s>.png), or GTmod12/ and LRbicx<s>/; without LR "
+            "images for the scale, they are made from HR with MATLAB's bicubic imresize."
+        ),
+    )
+    p.add_argument("-m", "--model", required=True, metavar="MODEL", help="checkpoint or shipped model name")
+    p.add_argument("--data", required=True, nargs="+", metavar="DIR", help="benchmark folders")
+    p.add_argument("--scale", type=_positive_int, default=None, help="check the model's scale (default: it)")
+    p.add_argument(
+        "--crop-border", type=_non_negative_int, default=None, metavar="N", help="default: the scale"
+    )
+    p.add_argument("--no-y", action="store_true", help="score RGB instead of the luma")
+    _add_run_options(p, defaults=True)
+    p.add_argument("--save", default=None, metavar="DIR", help="write SR images to DIR/<set>/<name>.png")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write all numbers as JSON")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from sisr.checkpoint import load_model
+    from sisr.models import scale_of
+
+    model = load_model(args.model, device=args.device)
+    scale = scale_of(model)
+    if args.scale is not None and args.scale != scale:
+        raise SisrError(f"--scale {args.scale}: the model {args.model} is x{scale}")
+    folders = [find_benchmark(root, scale) for root in args.data]  # all checked before any work
+    names = [f.name for f in folders]
+    for folder, root in zip(folders, args.data, strict=True):
+        if names.count(folder.name) > 1:
+            folder.name = str(root)
+    results = []
+    for folder in folders:
+        if folder.generates_lr:
+            print(
+                f"note: {folder.name}: no LR images for x{scale}; made from HR with MATLAB bicubic",
+                flush=True,
+            )
+        save = None if args.save is None else Path(args.save) / folder.name
+        show = _progress_printer(folder.name)
+        result = evaluate_dataset(
+            model,
+            folder,
+            scale=scale,
+            crop_border=args.crop_border,
+            y_channel=not args.no_y,
+            batch_size=args.batch_size,
+            self_ensemble=args.self_ensemble,
+            tile=args.tile,
+            save_dir=save,
+            progress=show,
+        )
+        result["lr"] = "bicubic on the fly" if folder.generates_lr else "files"
+        results.append(result)
+    print(format_results(results, "text"), end="", flush=True)
+    if args.json is not None:
+        _write_text(args.json, format_results(results, "json"))
+    if args.markdown is not None:
+        _write_text(args.markdown, format_results(results, "markdown"))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sisr test
+
+
+def add_test_command(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``sisr test`` to the command line's subparsers (sets ``args.run``)."""
+    p = subparsers.add_parser(
+        "test",
+        help="evaluate the test datasets of a BasicSR-style config",
+        description=(
+            "Load CONFIG (BasicSR option file, e.g. the official test_*.yml), build network_g, load "
+            "path.pretrain_network_g into it (the checkpoint must match network_g), and score every "
+            "test/val dataset with the metrics of val.metrics. Options after CONFIG may be config "
+            "overrides, KEY=VALUE or --KEY=VALUE (e.g. path.pretrain_network_g=net.pth)."
+        ),
+    )
+    _add_run_options(p, defaults=False)
+    p.add_argument("config", metavar="CONFIG", help="YAML option file")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(run=_run_test)
+
+
+def _split_test_args(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str]]:
+    """Options given after CONFIG, and the config overrides among them."""
+    parser = argparse.ArgumentParser(prog="sisr test", add_help=False)
+    _add_run_options(parser, defaults=False)
+    try:
+        later, unknown = parser.parse_known_args(args.rest)
+    except SystemExit:
+        raise SisrError(f"cannot parse options after the config: {' '.join(args.rest)}") from None
+    overrides = []
+    for item in unknown:
+        text = item.removeprefix("--")
+        if "=" not in text:
+            raise SisrError(f"{item!r}: expected an option or a config override KEY=VALUE")
+        overrides.append(text)
+    merged = argparse.Namespace(**vars(args))
+    for key, value in vars(later).items():
+        if value is not None:
+            setattr(merged, key, value)
+    return merged, overrides
+
+
+def _load_for_config(config: Any, device: str) -> nn.Module:
+    """Builds ``network_g`` and loads ``path.pretrain_network_g`` into it, refusing a mismatch."""
+    from sisr.checkpoint import detect, model_from_weights, read_weights, resolve_device
+
+    dev = resolve_device(device)
+    path = config.path.pretrain_network_g
+    if path is None:
+        raise SisrError("path.pretrain_network_g: unset (~); set it to the weights to test")
+    # BasicSR's param_key_g (default "params") selects an entry of a .pth; a safetensors file has one set.
+    param_key = None if str(path).endswith(".safetensors") else config.path.param_key_g
+    weights = read_weights(path, param_key=param_key)
+    arch, seen = detect(weights.state_dict)
+    want = config.network_g
+    if arch != want.arch:
+        raise SisrError(f"path.pretrain_network_g: {path} holds {arch} weights, but network_g is {want.arch}")
+    differ = [
+        f"{k}={seen[k]!r} (network_g: {want.args[k]!r})"
+        for k in seen
+        if k in want.args and seen[k] != want.args[k]
+    ]
+    if differ:
+        raise SisrError(
+            f"path.pretrain_network_g: {path} does not match network_g: it has {', '.join(differ)}"
+        )
+    try:
+        model = model_from_weights(weights, overrides=want.args)
+    except SisrError as e:
+        raise SisrError(f"path.pretrain_network_g: {path}: {e}") from None
+    return model.to(dev).eval()
+
+
+def _config_dataset(key: str, entry: Any, scale: int) -> Dataset:
+    from sisr.data import PairedImageDataset
+
+    if entry.type == "PairedImageDataset":
+        if entry.io_backend.type == "disk" and entry.meta_info_file is None:
+            return BenchmarkFolder(
+                name=entry.name,
+                gt_root=entry.dataroot_gt,
+                lq_root=entry.dataroot_lq,
+                filename_tmpl=entry.filename_tmpl,
+                scale=scale,
+            )
+        return PairedImageDataset(
+            gt_root=entry.dataroot_gt,
+            lq_root=entry.dataroot_lq,
+            scale=scale,
+            filename_tmpl=entry.filename_tmpl or "{}",
+            meta_info_file=entry.meta_info_file,
+            io_backend=entry.io_backend.type,
+        )
+    if entry.io_backend.type != "disk":
+        raise SisrError(f"datasets.{key}: {entry.type} tests read folders only (io_backend disk)")
+    return BenchmarkFolder(name=entry.name, gt_root=entry.dataroot_gt, scale=scale)
+
+
+def _run_test(args: argparse.Namespace) -> int:
+    import sys
+
+    from sisr.config import load_config, validate_for_testing
+
+    args, overrides = _split_test_args(args)
+    config, _ = load_config(args.config, overrides)
+    for warning in validate_for_testing(config):
+        print(f"sisr: warning: {warning}", file=sys.stderr, flush=True)
+    model = _load_for_config(config, args.device or "cpu")
+    scale = config.scale
+    val = config.val
+    specs: dict[str, MetricSpec] = {}
+    if val is not None and val.metrics:
+        for metric_name, metric in val.metrics.items():
+            kind: MetricKind = "psnr" if metric.type == "calculate_psnr" else "ssim"
+            specs[metric_name] = MetricSpec(
+                kind=kind, crop_border=metric.crop_border, y_channel=metric.test_y_channel
+            )
+    self_ensemble = bool(args.self_ensemble) or (val is not None and val.self_ensemble)
+    save_root = None
+    suffix = None
+    if val is not None and val.save_img:
+        root = config.path.results_root or os.path.join("results", config.name)
+        save_root = Path(root) / "visualization"
+        suffix = val.suffix or config.name
+    datasets = [(k, d) for k, d in config.datasets.items() if d.phase in ("val", "test")]
+    loaded = [(entry, _config_dataset(key, entry, scale)) for key, entry in datasets]
+    results = []
+    for entry, dataset in loaded:
+        result = evaluate_dataset(
+            model,
+            dataset,
+            scale=scale,
+            metrics=specs,
+            batch_size=args.batch_size or 1,
+            self_ensemble=self_ensemble,
+            tile=args.tile,
+            save_dir=None if save_root is None else save_root / entry.name,
+            save_suffix=suffix,
+            name=entry.name,
+            progress=_progress_printer(entry.name),
+        )
+        results.append(result)
+    print(format_results(results, "text"), end="", flush=True)
+    return 0
