@@ -337,3 +337,15 @@ def test_softplus_threshold_region() -> None:
     if fused_available():
         assert_matches(selective_scan_fused, x, True, False)
     assert torch.isfinite(ref).all() and F.softplus(x["delta"]).max() > 20
+
+
+@needs_kernel
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_extreme_step_sizes_and_growing_states(reverse: bool) -> None:
+    # The float kernel has its own exp and softplus: delta + bias over [-40, 40] reaches softplus' tiny
+    # (exp(-40)) and linear branches, dt * A down to about -800 (decays clamped to ~1e-38), and a few
+    # positive A entries give growing states (positive exponents).
+    x = make_inputs(batch=1, d=4, length=40, seed=3)
+    x["delta"] = torch.linspace(-40.0, 40.0, 40).roll(7).expand(1, 4, 40).contiguous()
+    x["A"][:, ::5] = 0.05
+    assert_matches(selective_scan_fused, x, True, reverse)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sisr import __version__, evaluate, prepare
+from sisr import __version__, evaluate, prepare, train
 from sisr.errors import SisrError
 from sisr.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, format_for_path, read_image, write_image
 
@@ -53,6 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_upscale(subparsers)
+    train.add_train_command(subparsers)
     evaluate.add_evaluate_command(subparsers)
     evaluate.add_test_command(subparsers)
     prepare.add_commands(subparsers.add_parser("prepare", help="build training and benchmark datasets"))

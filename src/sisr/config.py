@@ -426,10 +426,10 @@ class Config:
         "model_type": (Literal["SRModel"], "sisr has one model type, BasicSR's SRModel"),
         "num_gpu": (
             int | Literal["auto"],
-            "sisr runs in one process on the device given on the command line",
+            "the process count comes from torchrun, the device from --device",
         ),
-        "dist_params": (dict[str, Any] | None, "sisr does not train distributed"),
-        "dist": (bool, "sisr does not train distributed"),
+        "dist_params": (dict[str, Any] | None, "torchrun sets the rendezvous; gloo on CPU, nccl on CUDA"),
+        "dist": (bool, "distributed when started by torchrun"),
         "is_train": (bool, "set by the command (sisr train or sisr test)"),
     }
 

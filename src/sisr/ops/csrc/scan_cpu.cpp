@@ -18,6 +18,10 @@
 //   walks the chunks in scan order and, inside a chunk, all its rows, so that the chunk of B and C
 //   (and in the backward the chunk accumulators of dB and dC) stays in L1 while the rows pass over it.
 //   Per row only the state is carried from chunk to chunk.
+// * Per row and chunk, dt = softplus(delta + bias) and dt * u are computed in one vectorised pass; the
+//   decays exp(dt A) (one per state and position, the hot spot) use a dedicated float exp2 (decay()),
+//   and the lane sums y = C . h are done per chunk, off the recurrence. The next row's chunk of the
+//   row-major inputs is prefetched while the current one is scanned.
 // * The forward stores the state at the start of every chunk (B, D, L/K, N): O(B*D*L) memory. The
 //   backward recomputes each chunk from its checkpoint into a K x N buffer, then runs the adjoint
 //   recurrence g[t] = dy[t] C[t] + exp(dt[t+1] A) g[t+1] backwards through it.
@@ -46,20 +50,141 @@ using at::vec::Vectorized;
 
 constexpr double kSoftplusThreshold = 20.0;  // as torch.nn.functional.softplus (beta=1)
 
-// exp of the kernel: ATen's 20-ulp polynomial for float (the decays are the hot spot), Sleef's 1-ulp
-// exp for double. Arguments here are <= 20 except for sigmoid(z) of a huge negative z (exp_u20
-// saturates at FLT_MAX, which still gives sigmoid = 0).
+// exp of the kernel (softplus, sigmoid). float with AVX2/AVX-512: a two-step Cody-Waite reduction and
+// Cephes' expf polynomial (a few ulp, fewer instructions than ATen's 20-ulp exp_u20); the argument is
+// clamped to [-87, 88], so exp of anything below -87 gives ~1.6e-38 instead of 0 (irrelevant next to
+// the O(1) terms it meets) and nothing overflows. Otherwise ATen's exp (Sleef, 1 ulp).
+#if defined(CPU_CAPABILITY_AVX512)
+using FloatReg = __m512;
+using IntReg = __m512i;
+#define SISR_VEC(op) _mm512_##op
+#define SISR_AS_INT _mm512_castps_si512
+#define SISR_AS_FLOAT _mm512_castsi512_ps
+#elif defined(CPU_CAPABILITY_AVX2)
+using FloatReg = __m256;
+using IntReg = __m256i;
+#define SISR_VEC(op) _mm256_##op
+#define SISR_AS_INT _mm256_castps_si256
+#define SISR_AS_FLOAT _mm256_castsi256_ps
+#endif
+
+#ifdef SISR_VEC
+inline Vectorized<float> exp_float(const Vectorized<float>& v) {
+  const FloatReg x = SISR_VEC(min_ps)(SISR_VEC(max_ps)(FloatReg(v), SISR_VEC(set1_ps)(-87.0f)),
+                                      SISR_VEC(set1_ps)(88.0f));
+  // t = x / ln 2 + 1.5 * 2^23: its low mantissa bits hold k = round(x / ln 2) in two's complement.
+  const FloatReg magic = SISR_VEC(set1_ps)(12582912.0f);
+  const FloatReg t = SISR_VEC(fmadd_ps)(x, SISR_VEC(set1_ps)(1.44269504088896341f), magic);
+  const FloatReg k = SISR_VEC(sub_ps)(t, magic);
+  FloatReg r = SISR_VEC(fnmadd_ps)(k, SISR_VEC(set1_ps)(0.693359375f), x);  // x - k ln 2 in two steps
+  r = SISR_VEC(fnmadd_ps)(k, SISR_VEC(set1_ps)(-2.12194440e-4f), r);
+  // exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2) / 2.
+  FloatReg p = SISR_VEC(set1_ps)(1.9875691500e-4f);
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(1.3981999507e-3f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(8.3334519073e-3f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(4.1665795894e-2f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(1.6666665459e-1f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(5.0000001201e-1f));
+  p = SISR_VEC(fmadd_ps)(p, SISR_VEC(mul_ps)(r, r), r);
+  p = SISR_VEC(add_ps)(p, SISR_VEC(set1_ps)(1.0f));
+  // Multiply by 2^k by adding k to the exponent field (k in [-126, 127], the result stays normal).
+  const IntReg scale = SISR_VEC(slli_epi32)(SISR_AS_INT(t), 23);
+  return SISR_AS_FLOAT(SISR_VEC(add_epi32)(SISR_AS_INT(p), scale));
+}
+#endif
+
 template <typename T>
 inline Vectorized<T> fast_exp(const Vectorized<T>& v) {
-#ifdef SISR_SCAN_PRECISE_EXP
-  return v.exp();
-#else
+#if defined(SISR_VEC) && !defined(SISR_SCAN_PRECISE_EXP)
   if constexpr (std::is_same_v<T, float>) {
-    return v.exp_u20();
+    return exp_float(v);
   } else {
     return v.exp();
   }
+#else
+  return v.exp();
 #endif
+}
+
+// The decays exp(dt * A) of the scan, the hot spot (one per state and position). For float the rows
+// keep A' = A * log2(e) (see scaled_A), and 2^x, x = dt * A', is 2^k * 2^r with k = round(x) (by the
+// 1.5 * 2^23 trick, r = x - k exactly) and 2^r on |r| <= 1/2 from a degree-6 near-minimax polynomial
+// (relative error ~1e-7 in float arithmetic). x is clamped to [-126, 127], so exp of anything below
+// ~-87 gives ~1e-38 instead of 0 and nothing overflows.
+#ifdef SISR_VEC
+inline Vectorized<float> exp2_product(const Vectorized<float>& dt, const Vectorized<float>& a_log2) {
+  const FloatReg magic = SISR_VEC(set1_ps)(12582912.0f);  // 1.5 * 2^23, see exp_float
+  FloatReg x = SISR_VEC(mul_ps)(FloatReg(dt), FloatReg(a_log2));
+  x = SISR_VEC(min_ps)(SISR_VEC(max_ps)(x, SISR_VEC(set1_ps)(-126.0f)), SISR_VEC(set1_ps)(127.0f));
+  const FloatReg t = SISR_VEC(add_ps)(x, magic);
+  const FloatReg r = SISR_VEC(sub_ps)(x, SISR_VEC(sub_ps)(t, magic));  // exact
+  FloatReg p = SISR_VEC(set1_ps)(1.5345806605e-4f);  // near-minimax fit of 2^r, |r| <= 1/2
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(1.3399930904e-3f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(9.6184890717e-3f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(5.5503286421e-2f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(2.4022646248e-1f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(6.9314718246e-1f));
+  p = SISR_VEC(fmadd_ps)(p, r, SISR_VEC(set1_ps)(1.0f));
+  const IntReg scale = SISR_VEC(slli_epi32)(SISR_AS_INT(t), 23);
+  return SISR_AS_FLOAT(SISR_VEC(add_epi32)(SISR_AS_INT(p), scale));
+}
+#endif
+
+template <typename T>
+constexpr bool kLog2Decay =
+#if defined(SISR_VEC) && !defined(SISR_SCAN_PRECISE_EXP)
+    std::is_same_v<T, float>;
+#else
+    false;
+#endif
+
+// A row of A as the decay function wants it (A * log2(e) for the float fast path).
+template <typename T>
+inline Vectorized<T> scaled_A(const T* a) {
+  const Vectorized<T> v = Vectorized<T>::loadu(a);
+  if constexpr (kLog2Decay<T>) {
+    return v * Vectorized<T>(T(1.44269504088896340736));
+  } else {
+    return v;
+  }
+}
+
+// exp(dt * A) for a row prepared by scaled_A.
+template <typename T>
+inline Vectorized<T> decay(const Vectorized<T>& dt, const Vectorized<T>& a) {
+  if constexpr (kLog2Decay<T>) {
+#ifdef SISR_VEC
+    return exp2_product(dt, a);
+#endif
+  } else {
+    return fast_exp(dt * a);
+  }
+}
+
+// softplus(x) with the threshold of torch.nn.functional.softplus (x itself above 20). float: as
+// max(x, 0) + log1p(w), w = exp(-|x|) in (0, 1], with log1p(w) = 2 atanh(s), s = w / (2 + w) <= 1/3,
+// from its odd series (truncation error < 2e-9 relative); this avoids Sleef's general log1p.
+template <typename T>
+inline Vectorized<T> softplus_vec(const Vectorized<T>& v) {
+  using Vec = Vectorized<T>;
+  const Vec thr{T(kSoftplusThreshold)};
+  if constexpr (std::is_same_v<T, float>) {
+    const Vec w = fast_exp(v.abs().neg());
+    const Vec s = w / (Vec(2.0f) + w);
+    const Vec s2 = s * s;
+    Vec q(1.0f / 15.0f);
+    q = at::vec::fmadd(q, s2, Vec(1.0f / 13.0f));
+    q = at::vec::fmadd(q, s2, Vec(1.0f / 11.0f));
+    q = at::vec::fmadd(q, s2, Vec(1.0f / 9.0f));
+    q = at::vec::fmadd(q, s2, Vec(1.0f / 7.0f));
+    q = at::vec::fmadd(q, s2, Vec(1.0f / 5.0f));
+    q = at::vec::fmadd(q, s2, Vec(1.0f / 3.0f));
+    q = at::vec::fmadd(q, s2, Vec(1.0f));
+    const Vec sp = at::vec::fmadd(Vec(2.0f) * s, q, at::vec::maximum(v, Vec(0.0f)));
+    return Vec::blendv(sp, v, v > thr);
+  } else {
+    return Vec::blendv(fast_exp(v).log1p(), v, v > thr);
+  }
 }
 
 // Sum of the lanes (ATen's shuffle-based reduction where it has one).
@@ -72,7 +197,25 @@ inline T hsum(const Vectorized<T>& v) {
 // the shuffle latency out of the scan loop (and lets the compiler vectorise across k).
 template <typename T, int64_t V>
 inline void lane_sums(const T* vectors, int64_t n, T* out) {
-  for (int64_t k = 0; k < n; ++k) {
+  int64_t k = 0;
+#if defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<T, float> && V == 8) {
+    // Eight vectors at a time: a tree of horizontal adds leaves [lanes 0-3 | lanes 4-7] partial sums
+    // of vectors 0-3 and 4-7 in two registers; one cross-lane add finishes all eight.
+    for (; k + 8 <= n; k += 8) {
+      const float* p = vectors + k * 8;
+      const __m256 t0 = _mm256_hadd_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8));
+      const __m256 t1 = _mm256_hadd_ps(_mm256_loadu_ps(p + 16), _mm256_loadu_ps(p + 24));
+      const __m256 t2 = _mm256_hadd_ps(_mm256_loadu_ps(p + 32), _mm256_loadu_ps(p + 40));
+      const __m256 t3 = _mm256_hadd_ps(_mm256_loadu_ps(p + 48), _mm256_loadu_ps(p + 56));
+      const __m256 u0 = _mm256_hadd_ps(t0, t1);  // [s0..s3 of lanes 0-3 | s0..s3 of lanes 4-7]
+      const __m256 u1 = _mm256_hadd_ps(t2, t3);  // the same for vectors 4-7
+      _mm256_storeu_ps(out + k, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                                              _mm256_permute2f128_ps(u0, u1, 0x31)));
+    }
+  }
+#endif
+  for (; k < n; ++k) {
     T s = 0;
     for (int64_t l = 0; l < V; ++l) s += vectors[k * V + l];
     out[k] = s;
@@ -129,16 +272,77 @@ template <typename T>
 inline void discretise(const T* delta, const T* u, T bias, bool softplus, int64_t n, T* dt, T* dtu) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
-  const Vec vbias{bias}, thr{T(kSoftplusThreshold)};
+  const Vec vbias{bias};
   for (int64_t k = 0; k < n; k += V) {
     const int64_t m = std::min<int64_t>(V, n - k);
     Vec v = Vec::loadu(delta + k, m) + vbias;
     if (softplus) {
-      v = Vec::blendv(fast_exp(v).log1p(), v, v > thr);
+      v = softplus_vec(v);
     }
     v.store(dt + k, m);
     (v * Vec::loadu(u + k, m)).store(dtu + k, m);
   }
+}
+
+// Forward of row (b, d) through chunk c = [lo, lo + n) of a direction: advances the state (NV vectors,
+// kept in registers) and writes (or, for a later direction, adds) y + D u to out. dt, dtu, y: scratch of
+// K values, yv of K * V.
+template <typename T, int NV>
+inline void forward_row(const Direction<T>& dir, const Geometry& g, int64_t b, int64_t d, int64_t c, int64_t lo,
+                        int64_t n, bool softplus, bool first, T* st, T* out, T* dt, T* dtu, T* y, T* yv) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  const int64_t L = g.len, Np = g.np;
+  const T* Bc = dir.Bt + (b * L + lo) * Np;
+  const T* Cc = dir.Ct + (b * L + lo) * Np;
+  const int64_t row = (b * g.dim + d) * L;
+  if (dir.ckpt != nullptr) {
+    std::copy(st, st + Np, dir.ckpt + ((b * g.dim + d) * g.nchunks + c) * Np);
+  }
+  discretise(dir.delta + row + lo, dir.u + row + lo, dir.bias ? dir.bias[d] : T(0), softplus, n, dt, dtu);
+  Vec h[NV], Av[NV];
+  for (int j = 0; j < NV; ++j) {
+    h[j] = Vec::loadu(st + j * V);
+    Av[j] = scaled_A(dir.A + d * Np + j * V);
+  }
+  // Position k of step s: s forwards, n - 1 - s for a reversed direction.
+  const int64_t dk = dir.reverse ? -1 : 1;
+  int64_t k = dir.reverse ? n - 1 : 0;
+  for (int64_t s = 0; s < n; ++s, k += dk) {
+    const Vec vdt(dt[k]), vdtu(dtu[k]);
+    Vec acc(T(0));
+    for (int j = 0; j < NV; ++j) {
+      h[j] = at::vec::fmadd(decay(vdt, Av[j]), h[j], vdtu * Vec::loadu(Bc + k * Np + j * V));
+      acc = at::vec::fmadd(h[j], Vec::loadu(Cc + k * Np + j * V), acc);
+    }
+    acc.store(yv + k * V);  // lanes summed below, off the recurrence
+  }
+  for (int j = 0; j < NV; ++j) {
+    h[j].store(st + j * V);
+  }
+  lane_sums<T, V>(yv, n, y);
+  // Skip term, and sum of the directions (before the gate).
+  const T Dd = dir.Dskip ? dir.Dskip[d] : T(0);
+  T* o = out + row + lo;
+  const T* uu = dir.u + row + lo;
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = y[i] + Dd * uu[i];
+    o[i] = first ? v : o[i] + v;
+  }
+}
+
+// Prefetches the n values from p on (the next row's chunk: rows are L apart, too far for the hardware
+// prefetcher to follow; the forward and backward prefetch it while they scan the current row).
+template <typename T>
+inline void prefetch(const T* p, int64_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) {
+    __builtin_prefetch(p + i);
+  }
+#else
+  (void)p;
+  (void)n;
+#endif
 }
 
 // Forward over all directions for the items [item0, item1).
@@ -162,45 +366,15 @@ void forward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, con
       for (int64_t c = 0; c < g.nchunks; ++c) {
         int64_t lo, hi;
         g.chunk_range(c, dir.reverse, lo, hi);
-        const int64_t n = hi - lo;
-        const T* Bc = dir.Bt + (b * L + lo) * Np;
-        const T* Cc = dir.Ct + (b * L + lo) * Np;
         for (int64_t d = d0; d < d1; ++d) {
-          const int64_t row = (b * g.dim + d) * L;
-          T* st = state.data() + (d - d0) * Np;
-          if (dir.ckpt != nullptr) {
-            std::copy(st, st + Np, dir.ckpt + ((b * g.dim + d) * g.nchunks + c) * Np);
+          if (d + 1 < d1) {
+            const int64_t next = (b * g.dim + d + 1) * L + lo;
+            prefetch(dir.delta + next, hi - lo);
+            prefetch(dir.u + next, hi - lo);
+            prefetch(out + next, hi - lo);
           }
-          discretise(dir.delta + row + lo, dir.u + row + lo, dir.bias ? dir.bias[d] : T(0), softplus, n,
-                     dt.data(), dtu.data());
-          Vec h[NV], Av[NV];
-          for (int j = 0; j < NV; ++j) {
-            h[j] = Vec::loadu(st + j * V);
-            Av[j] = Vec::loadu(dir.A + d * Np + j * V);
-          }
-          for (int64_t s = 0; s < n; ++s) {
-            const int64_t k = dir.reverse ? n - 1 - s : s;
-            const Vec vdt(dt[k]), vdtu(dtu[k]);
-            Vec acc(T(0));
-            for (int j = 0; j < NV; ++j) {
-              const Vec a = fast_exp(vdt * Av[j]);
-              h[j] = at::vec::fmadd(a, h[j], vdtu * Vec::loadu(Bc + k * Np + j * V));
-              acc = at::vec::fmadd(h[j], Vec::loadu(Cc + k * Np + j * V), acc);
-            }
-            acc.store(yv.data() + k * V);  // lanes summed below, off the recurrence
-          }
-          lane_sums<T, V>(yv.data(), n, y.data());
-          for (int j = 0; j < NV; ++j) {
-            h[j].store(st + j * V);
-          }
-          // Skip term, and sum of the directions (before the gate).
-          const T Dd = dir.Dskip ? dir.Dskip[d] : T(0);
-          T* o = out + row + lo;
-          const T* uu = dir.u + row + lo;
-          for (int64_t k = 0; k < n; ++k) {
-            const T v = y[k] + Dd * uu[k];
-            o[k] = di == 0 ? v : o[k] + v;
-          }
+          forward_row<T, NV>(dir, g, b, d, c, lo, hi - lo, softplus, di == 0, state.data() + (d - d0) * Np, out,
+                             dt.data(), dtu.data(), y.data(), yv.data());
         }
       }
     }
@@ -260,6 +434,13 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
         for (int64_t d = d0; d < d1; ++d) {
           const int64_t r = d - d0;
           const int64_t row = (b * g.dim + d) * L;
+          if (d + 1 < d1) {
+            const int64_t next = row + L + lo;
+            prefetch(dir.delta + next, n);
+            prefetch(dir.u + next, n);
+            prefetch(dout + next, n);
+            if (z != nullptr) prefetch(z + next, n);
+          }
           const T* uu = dir.u + row + lo;
           discretise(dir.delta + row + lo, uu, dir.bias ? dir.bias[d] : T(0), softplus, n, dt.data(),
                      dtu.data());
@@ -274,10 +455,11 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
             v.store(dy.data() + k, m);
           }
 
-          Vec Av[NV], h[NV];
+          Vec Av[NV], As[NV], h[NV];
           const T* x0 = dir.ckpt + ((b * g.dim + d) * g.nchunks + c) * Np;
           for (int j = 0; j < NV; ++j) {
             Av[j] = Vec::loadu(dir.A + d * Np + j * V);
+            As[j] = scaled_A(dir.A + d * Np + j * V);
             h[j] = Vec::loadu(x0 + j * V);
           }
           // Recompute the chunk: decays and states, stored in scan order s.
@@ -285,7 +467,7 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
             const int64_t k = dir.reverse ? n - 1 - s : s;
             const Vec vdt(dt[k]), vdtu(dtu[k]);
             for (int j = 0; j < NV; ++j) {
-              const Vec a = fast_exp(vdt * Av[j]);
+              const Vec a = decay(vdt, As[j]);
               h[j] = at::vec::fmadd(a, h[j], vdtu * Vec::loadu(Bc + k * Np + j * V));
               a.store(as.data() + s * Np + j * V);
               h[j].store(xs.data() + s * Np + j * V);
