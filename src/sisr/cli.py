@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sisr import __version__, evaluate, prepare, train
+from sisr.argtypes import non_negative_int, positive_int
 from sisr.errors import SisrError
 from sisr.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, format_for_path, read_image, write_image
 
@@ -94,14 +95,14 @@ def _add_upscale(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--tile",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="process in N x N tiles to bound memory (default: whole image at once)",
     )
     p.add_argument(
         "--overlap",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="M",
         help="overlap of neighbouring tiles in input pixels (default: 16, at most half the tile)",
@@ -109,7 +110,7 @@ def _add_upscale(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help="refuse input images with more pixels than this (default: %(default)s)",
@@ -232,20 +233,3 @@ def _make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SisrError(f"{folder}: cannot create folder: {e.strerror or e}") from None
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value

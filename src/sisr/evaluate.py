@@ -38,6 +38,7 @@ from PIL import Image as PILImage
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from sisr.argtypes import non_negative_int, positive_int
 from sisr.errors import SisrError
 
 __all__ = [
@@ -563,31 +564,11 @@ def _write_text(path: str, text: str) -> None:
 # sisr evaluate
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
 def _add_run_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     """Options shared by ``evaluate`` and ``test``; ``defaults=False`` leaves them unset (None)."""
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=1 if defaults else None,
         metavar="N",
         help="run up to N images of equal size together; the numbers do not change (default: 1)",
@@ -599,7 +580,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
         help="average the outputs of the 8 flips/rotations (the papers' '+' results)",
     )
     p.add_argument(
-        "--tile", type=_positive_int, default=None, metavar="N", help="run in N x N tiles (default: whole)"
+        "--tile", type=positive_int, default=None, metavar="N", help="run in N x N tiles (default: whole)"
     )
     p.add_argument(
         "--device", default="cpu" if defaults else None, help="cpu, cuda, cuda:N or mps (default: cpu)"
@@ -620,9 +601,9 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-m", "--model", required=True, metavar="MODEL", help="checkpoint or shipped model name")
     p.add_argument("--data", required=True, nargs="+", metavar="DIR", help="benchmark folders")
-    p.add_argument("--scale", type=_positive_int, default=None, help="check the model's scale (default: it)")
+    p.add_argument("--scale", type=positive_int, default=None, help="check the model's scale (default: it)")
     p.add_argument(
-        "--crop-border", type=_non_negative_int, default=None, metavar="N", help="default: the scale"
+        "--crop-border", type=non_negative_int, default=None, metavar="N", help="default: the scale"
     )
     p.add_argument("--no-y", action="store_true", help="score RGB instead of the luma")
     _add_run_options(p, defaults=True)

@@ -1,0 +1,24 @@
+"""Argument types shared by the subcommands' parsers."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0, for argparse's ``type=``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1, for argparse's ``type=``."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
