@@ -1,0 +1,664 @@
+"""Builds the offline training set of sisr's shipped models from photographs in Debian packages.
+
+**This script downloads Debian packages with ``apt-get download`` and must never run in CI** (it
+refuses to start when the environment variable ``CI`` is set). It is a one-off, documented recipe for
+the training data of the default SeemoRe / MMA checkpoints, run by hand on a Debian machine; the data
+it writes is not committed.
+
+No data set can be downloaded where the default models are trained, but Debian's desktop wallpaper
+packages hold high-resolution photographs under free licenses. The steps:
+
+1. ``apt-get download`` each package (default: ``gnome-backgrounds``, ``plasma-workspace-wallpapers``,
+   ``mate-backgrounds``) into ``WORK/debs`` and unpack it with ``dpkg -x`` (nothing is installed).
+   The package version comes from ``dpkg-deb -f``. Licenses and copyright holders are read per image
+   from ``usr/share/doc/<package>/copyright`` when it is machine-readable (DEP-5: the last ``Files``
+   paragraph matching the image wins; patterns are matched against every tail of the installed path,
+   since the file lists use source paths), and, for Plasma wallpapers, from the wallpaper's
+   ``metadata.json`` (``KPlugin.License`` / ``KPlugin.Authors``), which is more specific than the
+   package-wide ``Files: *`` paragraph and is used as *the* license when present.
+2. Candidates: every ``.jpg`` / ``.jpeg`` / ``.png`` / ``.webp`` under ``usr/share`` except
+   documentation, Plasma's ``screenshot.*`` previews and symbolic links (Plasma links every screen size
+   to one real file); SVGs are skipped. Several sizes of the same
+   picture (Plasma's ``contents/images/<W>x<H>.jpg``, MATE's ``Name_<W>x<H>.jpg``) are grouped and only
+   the largest is considered; Plasma's ``images_dark`` variants are separate pictures.
+3. Only photographs are kept. :func:`image_features` measures, on a copy whose long side is at most
+   1024 px (box filter), the fraction of *flat* pixels (largest difference to the right and lower
+   neighbour of the luma below 0.5 grey levels), the number of distinct colours at 6 bits per channel
+   and the median absolute Laplacian of the luma. :func:`classify` drops an image as an illustration
+   when more than 30 % of its pixels are flat (renders have exact gradients and flat areas; photographs
+   have sensor noise and texture everywhere), when it has fewer than 32 colours (solid or two-tone
+   backgrounds), or when the median Laplacian exceeds 30 (icon mosaics, pixel art and synthetic noise).
+   The thresholds were set by looking at contact sheets of all candidates. No simple statistic
+   separates painted or grain-added renders from smooth photographs, so the remaining mistakes are
+   fixed by the committed lists :data:`ALLOW` and :data:`DENY` (by wallpaper name), each entry with the
+   reason.
+4. Each kept photograph is converted to RGB and, if its short side exceeds ``--max-short-side``
+   (default 1440), shrunk with Pillow's antialiased LANCZOS filter so that the short side equals it:
+   wallpapers are JPEG-compressed, and downscaling attenuates the compression artifacts and noise that
+   the models would otherwise learn to reproduce (the photographs kept from the default packages are
+   1280x1024 to 2560x1920, so most are shrunk by 1.11x only; the 5120x2880 renders would shrink 2x).
+   The result is written as ``OUT/hr/<package>_<name>.png``; ``OUT/contact_kept.png`` and
+   ``OUT/contact_dropped.png`` show thumbnails of both sets for checking by eye.
+5. :func:`sisr.prepare.extract_subimages` cuts ``OUT/hr`` into ``OUT/hr_sub`` (480x480, step 240, the
+   DF2K recipe of BasicSR), and :func:`sisr.prepare.make_lr` writes MATLAB-bicubic LR versions of every
+   sub-image to ``OUT/lr_sub/X2``, ``X3`` and ``X4`` (``<name>_s001x2.png``; read them with
+   ``filename_tmpl="{}x2"``). The LR tiles are the exact bicubic downscale of their HR tile (480 is
+   divisible by 2, 3 and 4), so every pair is consistent.
+6. ``OUT/manifest.json`` lists every candidate: package, version, path inside the package, license,
+   copyright holders (from the copyright file and the upstream metadata), size, the features, kept or
+   dropped and why, and the output name. ``OUT/licenses/<package>.copyright`` keeps each package's
+   copyright file next to the data.
+
+Usage (about 3 minutes on one core; 170 MB of .deb files, 340 MB of work files and 410 MB of output;
+only ``apt-get download``, no root needed):
+
+    python scripts/build_trainset.py --work /tmp/trainset-work --out /work/data/trainset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_PACKAGES = ("gnome-backgrounds", "plasma-workspace-wallpapers", "mate-backgrounds")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+# Thresholds of :func:`classify` (see the module docstring).
+MAX_FLAT_FRACTION = 0.30
+MIN_COLOURS = 32
+MAX_MEDIAN_LAPLACIAN = 30.0
+FEATURE_SIZE = 1024
+
+# Wallpaper names (Plasma: the folder under usr/share/wallpapers; others: the file stem without a
+# _<W>x<H> size suffix) whose heuristic verdict is wrong, judged by eye on contact sheets.
+ALLOW: dict[str, str] = {
+    "Grey": "black-and-white architecture photograph; large smooth facade areas look flat",
+    "FreshFlower": "macro photograph of a flower; the out-of-focus background looks flat",
+}
+DENY: dict[str, str] = {
+    "Autumn": "painted illustration (low-poly tree and girl)",
+    "Honeywave": "abstract render with added grain",
+    "SafeLanding": "textured illustration (rocket, hills)",
+    "Shell": "abstract render (polygonal shell)",
+    "Volna": "abstract render (stylised beach and wave)",
+    "licorice-d": "3D render of tiles",
+    "licorice-l": "3D render of tiles",
+    "wood-d": "3D render of wooden slats",
+    "wood-l": "3D render of wooden slats",
+    "Elephants": "painting",
+}
+
+_SIZE_SUFFIX = re.compile(r"_?\d+x\d+$")
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Debian packages and their copyright files
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Package:
+    """An unpacked Debian package.
+
+    Attributes:
+        name: Package name.
+        version: Debian version.
+        root: Folder where it was unpacked with ``dpkg -x``.
+        copyright_text: ``usr/share/doc/<name>/copyright`` (empty if missing).
+    """
+
+    name: str
+    version: str
+    root: Path
+    copyright_text: str
+
+
+@dataclass(frozen=True)
+class FilesParagraph:
+    """A ``Files`` paragraph of a DEP-5 copyright file.
+
+    Attributes:
+        patterns: The ``Files`` patterns (``*`` matches any characters including ``/``, ``?`` one).
+        copyright: Copyright holders, one per line as written.
+        license: The license short name (first line of the ``License`` field).
+    """
+
+    patterns: tuple[str, ...]
+    copyright: tuple[str, ...]
+    license: str
+
+
+def parse_dep5(text: str) -> list[FilesParagraph] | None:
+    """Parses the ``Files`` paragraphs of a machine-readable (DEP-5) Debian copyright file.
+
+    Args:
+        text: The copyright file.
+
+    Returns:
+        The paragraphs in file order, or None if the file is not in DEP-5 format (no ``Format:`` field
+        in its first paragraph).
+    """
+    paragraphs = re.split(r"\n[ \t]*\n", text.strip("\n"))
+    if not paragraphs or not re.search(r"^Format:", paragraphs[0], flags=re.MULTILINE):
+        return None
+    result = []
+    for para in paragraphs:
+        fields: dict[str, list[str]] = {}
+        current: str | None = None
+        for line in para.splitlines():
+            if line[:1] in (" ", "\t") and current is not None:
+                fields[current].append(line.strip())  # continuation line
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                current = key.strip().lower()
+                fields[current] = [value.strip()] if value.strip() else []
+        if "files" not in fields:
+            continue
+        patterns = tuple(p for line in fields["files"] for p in line.split())
+        holders = tuple(line for line in fields.get("copyright", []) if line != ".")
+        license_lines = fields.get("license", [])
+        result.append(FilesParagraph(patterns, holders, license_lines[0] if license_lines else ""))
+    return result
+
+
+def _dep5_match(pattern: str, path: str) -> bool:
+    # DEP-5 wildcards: "*" matches any string including "/", "?" one character; nothing else special.
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, path, flags=re.DOTALL) is not None
+
+
+def dep5_lookup(paragraphs: Sequence[FilesParagraph], installed_path: str) -> FilesParagraph | None:
+    """The ``Files`` paragraph that applies to an installed file (the last matching one, as in DEP-5).
+
+    Copyright files list paths in the *source* tree (``nature/Aqua.jpg``) while the file is installed
+    elsewhere (``usr/share/backgrounds/mate/nature/Aqua.jpg``), so a pattern matches when it matches the
+    whole installed path or any of its tails that start after a ``/``. ``debian/*`` paragraphs, which
+    describe the packaging, are ignored.
+
+    Args:
+        paragraphs: From :func:`parse_dep5`.
+        installed_path: Path inside the package, ``/``-separated, without a leading ``/``.
+
+    Returns:
+        The paragraph, or None if none matches.
+    """
+    parts = installed_path.strip("/").split("/")
+    tails = ["/".join(parts[i:]) for i in range(len(parts))]
+    found = None
+    for para in paragraphs:
+        patterns = [p for p in para.patterns if not p.startswith("debian/")]
+        if any(_dep5_match(p, tail) for p in patterns for tail in tails):
+            found = para
+    return found
+
+
+def download_packages(names: Sequence[str], work_dir: Path) -> list[Package]:
+    """Downloads (``apt-get download``) and unpacks (``dpkg -x``) Debian packages; installs nothing.
+
+    Args:
+        names: Package names.
+        work_dir: ``debs/`` and ``unpacked/<name>/`` are created here; existing .deb files are reused.
+
+    Returns:
+        The unpacked packages.
+    """
+    debs = work_dir / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    result = []
+    for name in names:
+        found = sorted(debs.glob(f"{name}_*.deb"))
+        if not found:
+            subprocess.run(["apt-get", "download", name], cwd=debs, check=True)
+            found = sorted(debs.glob(f"{name}_*.deb"))
+        if len(found) != 1:
+            raise RuntimeError(f"expected one {name}_*.deb in {debs}, found {[p.name for p in found]}")
+        deb = found[0]
+        version = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        root = work_dir / "unpacked" / name
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+        copyright_file = root / "usr" / "share" / "doc" / name / "copyright"
+        text = copyright_file.read_text(encoding="utf-8") if copyright_file.is_file() else ""
+        result.append(Package(name, version, root, text))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Candidates
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The largest version of one picture in a package.
+
+    Attributes:
+        path: Path inside the package (``usr/share/...``).
+        name: Wallpaper name used by :data:`ALLOW` / :data:`DENY` and the output file name.
+        group: Other sizes of the same picture that were left out (paths inside the package).
+    """
+
+    path: str
+    name: str
+    group: tuple[str, ...] = ()
+
+
+def wallpaper_name(path: str) -> str:
+    """The picture's name: Plasma's wallpaper folder (plus ``_dark``), else the stem without a size.
+
+    >>> wallpaper_name("usr/share/wallpapers/Kay/contents/images_dark/5120x2880.png")
+    'Kay_dark'
+    >>> wallpaper_name("usr/share/backgrounds/mate/abstract/Elephants_3840x2160.jpg")
+    'Elephants'
+    """
+    parts = path.split("/")
+    if "contents" in parts and parts.index("contents") >= 1:
+        i = parts.index("contents")
+        variant = parts[i + 1] if i + 1 < len(parts) - 1 else "images"
+        return parts[i - 1] + ("_dark" if variant == "images_dark" else "")
+    stem = Path(path).stem
+    return _SIZE_SUFFIX.sub("", stem) or stem
+
+
+def _pixels(image_path: Path) -> int:
+    with Image.open(image_path) as im:
+        return im.width * im.height
+
+
+def collect_candidates(package: Package) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """The pictures of a package: the largest readable size of each, and the files left out.
+
+    Returns:
+        ``(candidates, unreadable)``: candidates sorted by path; ``(path, reason)`` for image files that
+        Pillow cannot open.
+    """
+    groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    unreadable = []
+    for file in sorted(package.root.rglob("*")):
+        rel = file.relative_to(package.root).as_posix()
+        if (
+            file.is_symlink()  # Plasma links every screen size to the one real file
+            or not file.is_file()
+            or file.suffix.lower() not in IMAGE_SUFFIXES
+            or not rel.startswith("usr/share/")
+            or rel.startswith("usr/share/doc/")
+            or file.stem == "screenshot"
+        ):
+            continue
+        try:
+            pixels = _pixels(file)
+        except Exception as e:  # Pillow raises many types for unknown or damaged files
+            unreadable.append((rel, f"unreadable by Pillow: {type(e).__name__}"))
+            continue
+        name = wallpaper_name(rel)
+        parts = rel.split("/")
+        # Plasma: one group per wallpaper folder and variant; elsewhere: per folder and size-less stem.
+        folder = "/".join(parts[: parts.index("contents")]) if "contents" in parts else str(Path(rel).parent)
+        groups.setdefault((folder, name), []).append((pixels, rel))
+    candidates = []
+    for (_, name), members in groups.items():
+        members.sort(reverse=True)
+        candidates.append(Candidate(members[0][1], name, tuple(m[1] for m in members[1:])))
+    return sorted(candidates, key=lambda c: c.path), unreadable
+
+
+@dataclass(frozen=True)
+class UpstreamMetadata:
+    """License and authors from a Plasma wallpaper's ``metadata.json`` (``KPlugin`` section).
+
+    Attributes:
+        license: ``KPlugin.License`` as written (e.g. ``LGPLv3``, ``CC-BY-SA-4.0``).
+        authors: ``Name <Email>`` of each entry of ``KPlugin.Authors``.
+        title: ``KPlugin.Name``.
+    """
+
+    license: str
+    authors: tuple[str, ...]
+    title: str
+
+
+def plasma_metadata(package_root: Path, path: str) -> UpstreamMetadata | None:
+    """The ``metadata.json`` of the Plasma wallpaper that holds ``path``, or None for other files."""
+    parts = path.split("/")
+    if "contents" not in parts:
+        return None
+    meta = package_root.joinpath(*parts[: parts.index("contents")], "metadata.json")
+    if not meta.is_file():
+        return None
+    plugin = json.loads(meta.read_text(encoding="utf-8")).get("KPlugin", {})
+    authors = tuple(
+        a.get("Name", "") + (f" <{a['Email']}>" if a.get("Email") else "") for a in plugin.get("Authors", [])
+    )
+    return UpstreamMetadata(str(plugin.get("License", "")), authors, str(plugin.get("Name", "")))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Photograph or illustration
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Features:
+    """Image statistics used by :func:`classify` (measured at most 1024 px on the long side).
+
+    Attributes:
+        flat_fraction: Fraction of pixels whose luma differs by less than 0.5 grey levels (0-255) from
+            both its right and its lower neighbour.
+        colours: Distinct colours after keeping the top 6 bits of each channel.
+        median_laplacian: Median absolute 4-neighbour Laplacian of the luma.
+    """
+
+    flat_fraction: float
+    colours: int
+    median_laplacian: float
+
+
+def image_features(image: Image.Image, *, size: int = FEATURE_SIZE) -> Features:
+    """Measures :class:`Features` of an image (any mode; converted to RGB, shrunk with a box filter).
+
+    Args:
+        image: The image.
+        size: Longest side of the copy that is measured.
+
+    Returns:
+        The features.
+    """
+    rgb = image.convert("RGB")
+    scale = size / max(rgb.size)
+    if scale < 1:
+        new_size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(new_size, Image.Resampling.BOX)
+    pixels = np.asarray(rgb)
+    luma = pixels.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # (H, W)
+    if min(luma.shape) < 3:
+        raise ValueError(f"image of {rgb.width}x{rgb.height} is too small to measure")
+    dx = np.abs(np.diff(luma, axis=1))[:-1, :]  # (H-1, W-1)
+    dy = np.abs(np.diff(luma, axis=0))[:, :-1]
+    flat = float((np.maximum(dx, dy) < 0.5).mean())
+    q = (pixels >> 2).astype(np.int64)  # 6 bits per channel
+    colours = int(np.unique((q[..., 0] << 12) | (q[..., 1] << 6) | q[..., 2]).size)
+    laplacian = 4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1] - luma[1:-1, :-2] - luma[1:-1, 2:]
+    return Features(flat, colours, float(np.median(np.abs(laplacian))))
+
+
+def classify(features: Features, name: str = "") -> tuple[bool, str]:
+    """Decides whether an image is kept as a photograph.
+
+    Args:
+        features: From :func:`image_features`.
+        name: Wallpaper name, looked up in :data:`ALLOW` and :data:`DENY` first.
+
+    Returns:
+        ``(keep, reason)``.
+    """
+    if name in ALLOW:
+        return True, f"allow list: {ALLOW[name]}"
+    if name in DENY:
+        return False, f"deny list: {DENY[name]}"
+    if features.flat_fraction > MAX_FLAT_FRACTION:
+        return False, f"illustration: {features.flat_fraction:.0%} flat pixels > {MAX_FLAT_FRACTION:.0%}"
+    if features.colours < MIN_COLOURS:
+        return False, f"illustration: {features.colours} colours < {MIN_COLOURS}"
+    if features.median_laplacian > MAX_MEDIAN_LAPLACIAN:
+        return False, f"synthetic texture: median |Laplacian| {features.median_laplacian:.1f} > 30"
+    return True, "photograph: passes the flat-area, colour and texture tests"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------
+
+
+def output_stem(package: str, name: str) -> str:
+    """File stem of a kept photograph, e.g. ``plasma-workspace-wallpapers`` + ``Path`` -> ``plasma_Path``.
+
+    The stem never ends in ``x<digits>`` (which :func:`sisr.prepare.extract_subimages` would strip).
+    """
+    short = package.split("-")[0]
+    stem = _NAME_UNSAFE.sub("_", f"{short}_{name}").strip("_")
+    return stem + "_" if re.search(r"x\d+$", stem) else stem
+
+
+def shrink(image: Image.Image, max_short_side: int) -> Image.Image:
+    """RGB copy whose short side is at most ``max_short_side`` (Pillow LANCZOS, antialiased)."""
+    rgb = image.convert("RGB")
+    short = min(rgb.size)
+    if short <= max_short_side:
+        return rgb
+    scale = max_short_side / short
+    # The short side becomes exactly max_short_side; the long side is rounded.
+    if rgb.width <= rgb.height:
+        size = (max_short_side, round(rgb.height * scale))
+    else:
+        size = (round(rgb.width * scale), max_short_side)
+    return rgb.resize(size, Image.Resampling.LANCZOS)
+
+
+def _thumbnail(image: Image.Image, size: tuple[int, int] = (240, 150)) -> Image.Image:
+    thumb = image.convert("RGB")
+    thumb.thumbnail(size, Image.Resampling.BOX)
+    return thumb
+
+
+def contact_sheet(
+    items: Sequence[tuple[Image.Image, str]], *, columns: int = 6, cell: tuple[int, int] = (240, 150)
+) -> Image.Image:
+    """A white sheet of labelled thumbnails, ``columns`` per row (label above each thumbnail).
+
+    Args:
+        items: ``(image, label)`` pairs; images are shrunk to fit ``cell``.
+        columns: Thumbnails per row.
+        cell: Thumbnail box (width, height).
+
+    Returns:
+        The RGB sheet (at least one empty cell).
+    """
+    from PIL import ImageDraw
+
+    label_height = 14
+    rows = max(1, -(-len(items) // columns))
+    sheet = Image.new("RGB", (columns * cell[0], rows * (cell[1] + label_height)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (image, label) in enumerate(items):
+        x, y = (i % columns) * cell[0], (i // columns) * (cell[1] + label_height)
+        thumb = image.convert("RGB")
+        thumb.thumbnail(cell, Image.Resampling.BOX)
+        sheet.paste(thumb, (x, y + label_height))
+        draw.text((x + 2, y + 1), label[:38], fill="black")
+    return sheet
+
+
+@dataclass
+class Record:
+    """One candidate in ``manifest.json`` (see the module docstring)."""
+
+    package: str
+    version: str
+    path: str
+    name: str
+    kept: bool
+    reason: str
+    width: int = 0
+    height: int = 0
+    licensing: Licensing | None = None
+    features: Features | None = None
+    other_sizes: list[str] = field(default_factory=list)
+    output: str | None = None
+    hr_size: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class Licensing:
+    """Who holds the copyright of an image and under which license.
+
+    Attributes:
+        license: The upstream metadata's license when there is one, else the Debian copyright file's.
+        copyright: The upstream authors when known, else the Debian copyright holders.
+        debian_copyright_license: From ``usr/share/doc/<package>/copyright``.
+        debian_copyright_holders: From the same file.
+        upstream_metadata: The Plasma ``metadata.json`` fields, if any.
+    """
+
+    license: str
+    copyright: tuple[str, ...]
+    debian_copyright_license: str
+    debian_copyright_holders: tuple[str, ...]
+    upstream_metadata: UpstreamMetadata | None
+
+
+def licensing(package: Package, path: str) -> Licensing:
+    """The :class:`Licensing` of the file ``path`` (inside the package) of an unpacked package."""
+    dep5 = parse_dep5(package.copyright_text)
+    para = dep5_lookup(dep5, path) if dep5 is not None else None
+    if para is not None:
+        deb_license, deb_holders = para.license, para.copyright
+    elif dep5 is None:
+        deb_license, deb_holders = f"unknown: not machine-readable, see licenses/{package.name}.copyright", ()
+    else:
+        deb_license, deb_holders = "unknown: no Files paragraph matches", ()
+    meta = plasma_metadata(package.root, path)
+    return Licensing(
+        license=meta.license if meta and meta.license else deb_license,
+        copyright=meta.authors if meta and meta.authors else deb_holders,
+        debian_copyright_license=deb_license,
+        debian_copyright_holders=deb_holders,
+        upstream_metadata=meta,
+    )
+
+
+def build(
+    *, packages: Sequence[str], work: Path, out: Path, max_short_side: int, crop_size: int, step: int
+) -> dict[str, object]:
+    """Runs the whole pipeline (see the module docstring).
+
+    Args:
+        packages: Debian packages to download.
+        work: Folder for the .deb files and the unpacked packages.
+        out: Output folder; its ``hr``, ``hr_sub`` and ``lr_sub`` folders are replaced.
+        max_short_side: Short side of the HR images after shrinking.
+        crop_size: Sub-image side.
+        step: Sub-image step.
+
+    Returns:
+        The manifest, also written to ``out/manifest.json``.
+    """
+    from sisr.prepare import extract_subimages, make_lr
+
+    unpacked = download_packages(packages, work)
+    hr_dir = out / "hr"
+    for sub in ("hr", "hr_sub", "lr_sub"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    hr_dir.mkdir(parents=True)
+    (out / "licenses").mkdir(exist_ok=True)
+
+    records: list[Record] = []
+    thumbs: dict[bool, list[tuple[Image.Image, str]]] = {True: [], False: []}
+    for package in unpacked:
+        (out / "licenses" / f"{package.name}.copyright").write_text(package.copyright_text, encoding="utf-8")
+        candidates, unreadable = collect_candidates(package)
+        for path, reason in unreadable:
+            name = wallpaper_name(path)
+            records.append(Record(package.name, package.version, path, name, kept=False, reason=reason))
+        for cand in candidates:
+            with Image.open(package.root / cand.path) as im:
+                im.load()
+                features = image_features(im)
+                keep, reason = classify(features, cand.name)
+                record = Record(
+                    package.name,
+                    package.version,
+                    cand.path,
+                    cand.name,
+                    kept=keep,
+                    reason=reason,
+                    width=im.width,
+                    height=im.height,
+                    features=features,
+                    other_sizes=list(cand.group),
+                    licensing=licensing(package, cand.path),
+                )
+                if keep:
+                    stem = output_stem(package.name, cand.name)
+                    hr = shrink(im, max_short_side)
+                    hr.save(hr_dir / f"{stem}.png", compress_level=3)
+                    record.output = f"hr/{stem}.png"
+                    record.hr_size = [hr.width, hr.height]
+                thumbs[keep].append((_thumbnail(im), f"{package.name[:6]}:{cand.name}"))
+            records.append(record)
+            print(f"{'keep' if keep else 'drop'} {package.name}:{cand.path}  {reason}", flush=True)
+
+    # Contact sheets, to check the photograph / illustration split by eye.
+    contact_sheet(thumbs[True]).save(out / "contact_kept.png")
+    contact_sheet(thumbs[False]).save(out / "contact_dropped.png")
+    sub = extract_subimages(hr_dir, out / "hr_sub", crop_size=crop_size, step=step, workers=1)
+    lr = make_lr(out / "hr_sub", out / "lr_sub", [2, 3, 4], workers=1)
+    kept = [r for r in records if r.kept]
+    manifest: dict[str, object] = {
+        "description": "sisr default-model training set: photographs from Debian wallpaper packages",
+        "script": "scripts/build_trainset.py",
+        "packages": {p.name: p.version for p in unpacked},
+        "max_short_side": max_short_side,
+        "crop_size": crop_size,
+        "step": step,
+        "kept": len(kept),
+        "dropped": len(records) - len(kept),
+        "subimages": sub.written,
+        "lr_images": lr.written,
+        "licenses": sorted({r.licensing.license for r in kept if r.licensing is not None}),
+        "images": [asdict(r) for r in records],
+    }
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    (out / "manifest.json").write_text(text, encoding="utf-8")
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; refuses to run when ``CI`` is set."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--work", required=True, help="work folder for .deb files and unpacked packages")
+    parser.add_argument(
+        "--out", required=True, help="output folder (hr/, hr_sub/, lr_sub/X*/, manifest.json)"
+    )
+    parser.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES), help="Debian packages")
+    parser.add_argument(
+        "--max-short-side", type=int, default=1440, help="shrink HR images to this short side"
+    )
+    parser.add_argument("--crop-size", type=int, default=480, help="sub-image size (default: 480)")
+    parser.add_argument("--step", type=int, default=240, help="sub-image step (default: 240)")
+    args = parser.parse_args(argv)
+    if os.environ.get("CI"):
+        print("build_trainset: refusing to run in CI (it downloads Debian packages)", file=sys.stderr)
+        return 2
+    manifest = build(
+        packages=args.packages,
+        work=Path(args.work),
+        out=Path(args.out),
+        max_short_side=args.max_short_side,
+        crop_size=args.crop_size,
+        step=args.step,
+    )
+    print(
+        f"kept {manifest['kept']} photographs, dropped {manifest['dropped']}; "
+        f"{manifest['subimages']} sub-images, {manifest['lr_images']} LR images; "
+        f"licenses {manifest['licenses']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

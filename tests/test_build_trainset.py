@@ -1,0 +1,293 @@
+"""Pure helpers of scripts/build_trainset.py (no apt-get, no network: the script itself never runs here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_trainset.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_trainset", _SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_trainset"] = module  # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bt = _load()
+
+DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: demo
+
+Files: *
+Copyright: 2014 Everyone
+License: GPL-2+
+
+Files: nature/Aqua.jpg
+       nature/Lady?ird.jpg
+Copyright: 2008, Charles Barbin
+           2009, Someone Else
+License: CC-BY-SA-4.0
+ Long license text
+ .
+ more text
+
+Files: desktop/Stripes-*.png
+Copyright: 2014 Adam Erdman
+License: GPL-3
+
+Files: debian/*
+Copyright: 2014, Packager
+License: MIT
+
+License: GPL-2+
+ The GPL.
+"""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Copyright files
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_parse_dep5_reads_files_paragraphs() -> None:
+    paragraphs = bt.parse_dep5(DEP5)
+    assert [p.license for p in paragraphs] == ["GPL-2+", "CC-BY-SA-4.0", "GPL-3", "MIT"]
+    assert paragraphs[1].patterns == ("nature/Aqua.jpg", "nature/Lady?ird.jpg")
+    assert paragraphs[1].copyright == ("2008, Charles Barbin", "2009, Someone Else")
+
+
+def test_parse_dep5_rejects_free_form_copyright_files() -> None:
+    text = "This package was debianized by someone.\n\nCopyright:\n    Copyright 2016 Helena\n"
+    assert bt.parse_dep5(text) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "license_"),
+    [
+        ("usr/share/backgrounds/mate/nature/Aqua.jpg", "CC-BY-SA-4.0"),  # source path is a tail
+        ("usr/share/backgrounds/mate/nature/LadyBird.jpg", "CC-BY-SA-4.0"),  # "?" is one character
+        ("usr/share/backgrounds/mate/nature/LadyBBird.jpg", "GPL-2+"),
+        ("usr/share/backgrounds/mate/nature/XAqua.jpg", "GPL-2+"),  # tails start after a "/"
+        ("usr/share/backgrounds/mate/desktop/Stripes-Dark.png", "GPL-3"),  # last match wins over "*"
+        ("usr/share/backgrounds/mate/other/Stripes-Dark.png", "GPL-2+"),
+        ("usr/share/doc/demo/debian/changelog", "GPL-2+"),  # debian/* describes packaging only
+    ],
+)
+def test_dep5_lookup(path: str, license_: str) -> None:
+    para = bt.dep5_lookup(bt.parse_dep5(DEP5), path)
+    assert para is not None and para.license == license_
+
+
+def test_dep5_lookup_star_crosses_folders_and_no_match_is_none() -> None:
+    text = "Format: x\n\nFiles: wallpapers/*\nCopyright: A\nLicense: LGPL-3\n"
+    paragraphs = bt.parse_dep5(text)
+    assert bt.dep5_lookup(paragraphs, "usr/share/wallpapers/Kay/contents/images/1x1.png").license == "LGPL-3"
+    assert bt.dep5_lookup(paragraphs, "usr/share/backgrounds/a.png") is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Candidates and names
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("usr/share/wallpapers/Kay/contents/images/5120x2880.png", "Kay"),
+        ("usr/share/wallpapers/Kay/contents/images_dark/5120x2880.png", "Kay_dark"),
+        ("usr/share/backgrounds/mate/abstract/Elephants_3840x2160.jpg", "Elephants"),
+        ("usr/share/backgrounds/mate/nature/Aqua.jpg", "Aqua"),
+        ("usr/share/backgrounds/gnome/wood-d.webp", "wood-d"),
+    ],
+)
+def test_wallpaper_name(path: str, name: str) -> None:
+    assert bt.wallpaper_name(path) == name
+
+
+def _save(path: Path, size: tuple[int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 20, 30)).save(path)
+
+
+def test_collect_candidates_keeps_the_largest_real_file(tmp_path: Path) -> None:
+    root = tmp_path / "pkg"
+    images = root / "usr/share/wallpapers/Path/contents/images"
+    _save(images / "64x40.jpg", (64, 40))
+    _save(images / "32x20.jpg", (32, 20))
+    (images / "800x600.jpg").symlink_to("64x40.jpg")  # sorts after 64x40 and would tie on size
+    _save(root / "usr/share/wallpapers/Path/contents/images_dark/48x30.png", (48, 30))
+    _save(root / "usr/share/wallpapers/Path/contents/screenshot.png", (16, 10))
+    _save(root / "usr/share/backgrounds/mate/abstract/Ele_30x20.jpg", (30, 20))
+    _save(root / "usr/share/backgrounds/mate/abstract/Ele.jpg", (15, 10))
+    _save(root / "usr/share/doc/pkg/logo.png", (8, 8))
+    (root / "usr/share/backgrounds/mate/abstract/vector.svg").write_text("<svg/>")
+    (root / "usr/share/backgrounds/mate/abstract/broken.png").write_bytes(b"not a png")
+    package = bt.Package("pkg", "1.0", root, "")
+
+    candidates, unreadable = bt.collect_candidates(package)
+
+    by_name = {c.name: c for c in candidates}
+    assert sorted(by_name) == ["Ele", "Path", "Path_dark"]
+    assert by_name["Path"].path.endswith("images/64x40.jpg")
+    assert by_name["Path"].group == ("usr/share/wallpapers/Path/contents/images/32x20.jpg",)
+    assert by_name["Ele"].path.endswith("Ele_30x20.jpg")
+    assert [path for path, _ in unreadable] == ["usr/share/backgrounds/mate/abstract/broken.png"]
+
+
+def test_plasma_metadata(tmp_path: Path) -> None:
+    folder = tmp_path / "usr/share/wallpapers/Altai"
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(
+        '{"KPlugin": {"License": "CC-BY-SA-4.0", "Name": "Altai",'
+        ' "Authors": [{"Name": "Alesya Khoteeva", "Email": "a@b.c"}]}}'
+    )
+    meta = bt.plasma_metadata(tmp_path, "usr/share/wallpapers/Altai/contents/images/5120x2880.png")
+    assert meta == bt.UpstreamMetadata("CC-BY-SA-4.0", ("Alesya Khoteeva <a@b.c>",), "Altai")
+    assert bt.plasma_metadata(tmp_path, "usr/share/backgrounds/gnome/a.webp") is None
+
+
+def test_licensing_prefers_upstream_metadata_over_the_copyright_file(tmp_path: Path) -> None:
+    folder = tmp_path / "usr/share/wallpapers/Path"
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text('{"KPlugin": {"License": "LGPLv3", "Authors": [{"Name": "R S"}]}}')
+    package = bt.Package("demo", "1.0", tmp_path, DEP5)
+
+    plasma = bt.licensing(package, "usr/share/wallpapers/Path/contents/images/2560x1600.jpg")
+    assert (plasma.license, plasma.copyright) == ("LGPLv3", ("R S",))
+    assert (plasma.debian_copyright_license, plasma.debian_copyright_holders) == (
+        "GPL-2+",
+        ("2014 Everyone",),
+    )
+
+    mate = bt.licensing(package, "usr/share/backgrounds/mate/nature/Aqua.jpg")
+    assert mate.upstream_metadata is None
+    assert (mate.license, mate.copyright) == ("CC-BY-SA-4.0", ("2008, Charles Barbin", "2009, Someone Else"))
+
+    free_form = bt.licensing(bt.Package("gnome", "43", tmp_path, "Copyright: someone\n"), "a/b.webp")
+    assert free_form.license.startswith("unknown: not machine-readable") and free_form.copyright == ()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Photograph or illustration
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "camera"])
+def test_photographs_are_kept(name: str) -> None:
+    photo = Image.fromarray(getattr(data, name)())
+    keep, reason = bt.classify(bt.image_features(photo))
+    assert keep, reason
+
+
+def _illustration() -> Image.Image:
+    """Flat-shaded shapes on a smooth gradient, like a vector wallpaper."""
+    y, x = np.mgrid[:600, :900]
+    img = np.zeros((600, 900, 3), np.uint8)
+    img[..., 2] = (x * 255 // 899).astype(np.uint8)  # horizontal gradient: one step every ~3.5 px
+    img[100:300, 200:500] = (230, 120, 20)
+    img[(y - 400) ** 2 + (x - 650) ** 2 < 120**2] = (40, 200, 90)
+    return Image.fromarray(img)
+
+
+def test_flat_illustration_is_dropped() -> None:
+    features = bt.image_features(_illustration())
+    assert features.flat_fraction > 0.5
+    keep, reason = bt.classify(features)
+    assert not keep and "flat pixels" in reason
+
+
+def test_two_tone_texture_is_dropped_for_its_few_colours() -> None:
+    # A fine checkerboard has no flat pixels at all but only two colours.
+    y, x = np.mgrid[:300, :300]
+    img = np.where(((y // 1 + x // 1) % 2 == 0)[..., None], [200, 30, 30], [30, 30, 200]).astype(np.uint8)
+    features = bt.image_features(Image.fromarray(img))
+    assert features.flat_fraction == 0.0 and features.colours == 2
+    keep, reason = bt.classify(features)
+    assert not keep and "colours" in reason
+
+
+def test_white_noise_is_dropped_as_synthetic_texture() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    features = bt.image_features(Image.fromarray(noise))
+    assert features.median_laplacian > 30
+    keep, reason = bt.classify(features)
+    assert not keep and "Laplacian" in reason
+
+
+def test_features_are_measured_on_a_downscaled_copy() -> None:
+    # Doubling a photo by pixel repetition creates flat pixel pairs; measuring at <= 512 px undoes it.
+    photo = Image.fromarray(data.chelsea())
+    doubled = photo.resize((photo.width * 2, photo.height * 2), Image.Resampling.NEAREST)
+    full = bt.image_features(doubled, size=10_000)
+    small = bt.image_features(doubled, size=max(photo.size))
+    assert full.flat_fraction > 2 * small.flat_fraction
+    assert small.flat_fraction == pytest.approx(bt.image_features(photo).flat_fraction, abs=0.02)
+
+
+def test_allow_and_deny_lists_override_the_features() -> None:
+    photo = bt.image_features(Image.fromarray(data.coffee()))
+    flat = bt.image_features(_illustration())
+    assert bt.classify(photo, next(iter(bt.DENY)))[0] is False
+    assert bt.classify(flat, next(iter(bt.ALLOW)))[0] is True
+    assert bt.classify(photo, "not-listed")[0] is True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("package", "name", "stem"),
+    [
+        ("plasma-workspace-wallpapers", "Path", "plasma_Path"),
+        ("plasma-workspace-wallpapers", "Kay_dark", "plasma_Kay_dark"),
+        ("mate-backgrounds", "Lady Bird (2)", "mate_Lady_Bird_2"),
+        ("mate-backgrounds", "Flower2", "mate_Flower2"),
+        ("mate-backgrounds", "box2", "mate_box2_"),  # sisr.prepare would strip the "x2" of "box2"
+        ("mate-backgrounds", "Shot_x2", "mate_Shot_x2_"),  # a trailing x2 would be read as a scale
+    ],
+)
+def test_output_stem(package: str, name: str, stem: str) -> None:
+    assert bt.output_stem(package, name) == stem
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((2560, 1600), (2304, 1440)), ((1600, 2560), (1440, 2304)), ((1000, 700), (1000, 700))],
+)
+def test_shrink(size: tuple[int, int], expected: tuple[int, int]) -> None:
+    image = Image.new("RGBA", size, (1, 2, 3, 4))
+    out = bt.shrink(image, 1440)
+    assert out.size == expected and out.mode == "RGB"
+
+
+def test_contact_sheet_places_thumbnails() -> None:
+    red = Image.new("RGB", (480, 300), (255, 0, 0))
+    sheet = bt.contact_sheet([(red, "a"), (red, "b")], columns=3, cell=(240, 150))
+    assert sheet.size == (720, 164)
+    pixels = np.asarray(sheet)
+    assert tuple(pixels[100, 100]) == (255, 0, 0) and tuple(pixels[100, 600]) == (255, 255, 255)
+
+
+def test_refuses_to_run_in_ci(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("must not run anything in CI")
+
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setattr(bt, "build", forbidden)
+    monkeypatch.setattr(bt.subprocess, "run", forbidden)
+    assert bt.main(["--work", os.devnull, "--out", os.devnull]) == 2
+    assert "refusing to run in CI" in capsys.readouterr().err
