@@ -25,7 +25,9 @@ from sisr.errors import SisrError
 from sisr.models import PRESETS, SCALE_ARG, create_model
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-REPO_CONFIGS = sorted(CONFIGS.glob("*/*.yml"))
+# The paper settings; configs/shipped/ holds the CPU recipes of the shipped models, tested separately.
+REPO_CONFIGS = sorted(p for p in CONFIGS.glob("*/*.yml") if p.parent.name != "shipped")
+SHIPPED_CONFIGS = sorted(CONFIGS.glob("shipped/*.yml"))
 
 # ---------------------------------------------------------------------------------------------------------
 # BasicSR-style option files written for these tests, with every key the official MMA and SeemoRe option
@@ -745,3 +747,14 @@ def test_unreadable_files(tmp_path: Path) -> None:
         load_text(tmp_path, "- 1\n- 2\n")
     with pytest.raises(SisrError, match=r"name: missing required key"):
         load_text(tmp_path, "")
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_shipped_model_configs(path: Path) -> None:
+    config, _ = load_config(path)
+    validate_for_training(config, require_paths=False)
+    assert unset_paths(config, "train") == []
+    arch, args = network_args(config.network_g)
+    assert arch == "seemore" and {k: args[k] for k in PRESETS["seemore-t"][1]} == PRESETS["seemore-t"][1]
+    assert config.train is not None and config.train.fft_opt is not None  # the paper's L1 + FFT loss
+    assert config.train.ema_decay == 0.999
