@@ -77,8 +77,9 @@ def _extensions() -> tuple[list, dict]:
 
         def finalize_options(self) -> None:
             super().finalize_options()
-            if self.parallel is None:  # the variants are independent: compile them side by side
-                self.parallel = os.cpu_count() or 1
+            # One variant at a time: all of them compile the same source to the same object file, so
+            # building them side by side races (a "portable" module could end up with AVX2 code).
+            self.parallel = None
 
         def run(self) -> None:
             try:

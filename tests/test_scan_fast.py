@@ -349,3 +349,24 @@ def test_fused_extreme_step_sizes_and_growing_states(reverse: bool) -> None:
     x["delta"] = torch.linspace(-40.0, 40.0, 40).roll(7).expand(1, 4, 40).contiguous()
     x["A"][:, ::5] = 0.05
     assert_matches(selective_scan_fused, x, True, reverse)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_many_channels(threads: int) -> None:
+    # Enough channels for the forward to cut them into several slices that the threads take on demand
+    # (d=6 elsewhere is one slice), in one and in two directions.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = make_inputs(batch=2, d=72, length=70, seed=5)
+        assert_matches(selective_scan_fused, x, True, False)
+        fwd = ScanInputs(*(x[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")))
+        bwd = fwd._replace(u=fwd.u.flip(-1), delta=fwd.delta.roll(3, -1), B=fwd.C, C=fwd.B)
+        out = selective_scan_bidirectional(fwd, bwd, x["z"], True)
+        ref = selective_scan_ref(*fwd[:6], None, fwd.delta_bias, True) + selective_scan_ref(
+            *bwd[:6], None, bwd.delta_bias, True, reverse=True
+        )
+        assert rel_err(out, ref * F.silu(x["z"])) <= TOL
+    finally:
+        torch.set_num_threads(previous)

@@ -39,6 +39,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -728,8 +729,20 @@ std::vector<Tensor> scan_fwd(const std::vector<Tensor>& u, const std::vector<Ten
     scalar_t* op = out.data_ptr<scalar_t>();
     scalar_t* pp = out_pre.defined() ? out_pre.data_ptr<scalar_t>() : nullptr;
     dispatch_nv(g.np / Vectorized<scalar_t>::size(), [&](auto nv) {
-      at::parallel_for(0, g.batch * g.nsplit, 1, [&](int64_t i0, int64_t i1) {
-        forward_items<scalar_t, decltype(nv)::value>(dirs, g, zp, op, pp, softplus, i0, i1);
+      // The forward has no per-item accumulators, so it can cut the channels finely (about 8 items per
+      // thread, at least 8 channels each) and hand the items out on demand: a thread that the OS
+      // preempts (other processes on the same cores) then delays the call by one small item, not by
+      // its whole static share.
+      Geometry gf = g;
+      const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+      const int64_t want = (8 * threads + g.batch - 1) / g.batch;
+      gf.nsplit = std::max<int64_t>(1, std::min(want, g.dim / 8));
+      const int64_t items = gf.batch * gf.nsplit;
+      std::atomic<int64_t> next{0};
+      at::parallel_for(0, std::min(threads, items), 1, [&](int64_t, int64_t) {
+        for (int64_t i = next++; i < items; i = next++) {
+          forward_items<scalar_t, decltype(nv)::value>(dirs, gf, zp, op, pp, softplus, i, i + 1);
+        }
       });
     });
   });
