@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sisr.atomic import atomic_write as _atomic_write
 from sisr.errors import SisrError
 from sisr.models import ARCHS, PRESETS, build
 
@@ -426,22 +426,14 @@ def load_model(
 
 
 def atomic_write(path: str | os.PathLike[str], write: Any) -> None:
-    """Calls ``write(tmp_path)`` and renames the result to ``path``, so no partial file ever appears.
+    """Creates the folder of ``path`` if needed, then :func:`sisr.atomic.atomic_write`.
 
     Args:
         path: Final location.
         write: Function that writes the whole file to the temporary path it is given.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, write)
 
 
 def save_checkpoint(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from sisr.atomic import atomic_write
 from sisr.errors import SisrError
 
 __all__ = [
@@ -198,29 +198,17 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, *, format: str
     if pixels.dtype == np.uint16 and not (file_format == "PNG" or (file_format == "TIFF" and channels == 1)):
         pixels = _to_8bit(pixels)
 
-    directory = os.path.dirname(name) or "."
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(name)}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise SisrError(f"{name}: cannot write: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             if pixels.dtype == np.uint16 and file_format == "PNG":
                 _write_png16(f, pixels)
             else:
                 _save_with_pillow(f, pixels, file_format)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, name)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise SisrError(f"{name}: cannot write: {_one_line(e)}") from None
-        raise
+
+    try:
+        atomic_write(name, write)
+    except OSError as e:
+        raise SisrError(f"{name}: cannot write: {_one_line(e)}") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -411,9 +399,3 @@ def _filter_rows(rows: np.ndarray, previous: np.ndarray, stride: int) -> np.ndar
     best = np.abs(signed).sum(axis=2).argmin(axis=0)  # (N,)
     chosen = np.take_along_axis(candidates, best[None, :, None], axis=0)[0]
     return np.concatenate([best.astype(np.uint8)[:, None], chosen], axis=1)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

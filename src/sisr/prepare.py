@@ -21,7 +21,6 @@ colour PNGs to 8 bits. Problems with the input raise :class:`~sisr.errors.SisrEr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import multiprocessing
 import os
@@ -39,6 +38,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
+from sisr.atomic import atomic_write
 from sisr.errors import SisrError
 
 __all__ = [
@@ -104,20 +104,16 @@ def _open(path: Path) -> Image.Image:
 
 
 def _write_png(image: Image.Image, path: Path, *, compress_level: int) -> None:
-    """Writes a PNG atomically: a uniquely named temporary file beside ``path``, then a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        # O_EXCL: never clobber; mode 0o666 lets the umask decide, as for any new file.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
+    """Writes a PNG atomically (:func:`sisr.atomic.atomic_write`)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             image.save(f, format="PNG", compress_level=compress_level)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise SisrError(f"cannot write {path}: {_one_line(e)}") from e
-        raise
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise SisrError(f"cannot write {path}: {_one_line(e)}") from e
 
 
 def _list_images(folder: str | os.PathLike[str], *, what: str) -> list[Path]:
