@@ -43,10 +43,16 @@ def small(rgb_photo: np.ndarray) -> np.ndarray:
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    """Runs the CLI in-process; returns the exit status and the lines written to stderr."""
+    """Runs the CLI in-process; returns the exit status and the lines written to stderr.
+
+    Standard output holds one ``INPUT -> OUTPUT (xS, MODEL)`` line per written image, nothing else.
+    """
     status = main(argv)
     captured = capsys.readouterr()
-    assert captured.out == ""
+    for line in captured.out.splitlines():
+        source, _, rest = line.partition(" -> ")
+        target = rest.rsplit(" (x", 1)[0]
+        assert Path(source).is_file() and Path(target).is_file(), line
     return status, captured.err.splitlines()
 
 
@@ -283,8 +289,8 @@ def test_user_errors(
 
 
 def test_usage_errors_are_argparse_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["upscale", "in.png", "--model", "x"]) == 2  # no -o
-    assert "the following arguments are required: -o/--output" in capsys.readouterr().err
+    assert main(["upscale", "in.png", "--scale", "5"]) == 2
+    assert "argument -s/--scale: invalid choice: 5" in capsys.readouterr().err
     assert main(["upscale", "in.png", "-o", "o.png", "-m", "x", "--tile", "0"]) == 2
     assert "--tile: must be at least 1" in capsys.readouterr().err
     assert main(["--version"]) == 0
@@ -314,7 +320,8 @@ def test_console_script(tmp_path: Path, small: np.ndarray, checkpoint: Path, mod
         text=True,
         timeout=300,
     )
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    report = f"{tmp_path / 'in.bmp'} -> {tmp_path / 'out.png'} (x2, {checkpoint})\n"
+    assert (done.returncode, done.stdout, done.stderr) == (0, report, "")
     np.testing.assert_array_equal(
         read_image(tmp_path / "out.png").pixels, sisr.upscale(model, small, tile=16, overlap=8)
     )

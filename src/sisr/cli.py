@@ -54,6 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_upscale(subparsers)
+    _add_models(subparsers)
     train.add_train_command(subparsers)
     evaluate.add_evaluate_command(subparsers)
     evaluate.add_test_command(subparsers)
@@ -76,22 +77,38 @@ def _add_upscale(subparsers: argparse._SubParsersAction) -> None:
         "upscale",
         help="super-resolve images",
         description=(
-            "Super-resolve images. With a single input file, OUTPUT is the output file and its extension "
-            "picks the format, unless OUTPUT is a folder or ends with '/'. With several inputs or a folder, "
-            "OUTPUT is a folder (created if needed) and "
+            "Super-resolve images and print where each result went. With a single input file, OUTPUT is "
+            "the output file and its extension picks the format, unless OUTPUT is a folder or ends with "
+            "'/'; without -o the result goes next to the input as NAME_xS.EXT. With several inputs or a "
+            "folder, OUTPUT is a folder (created if needed) and "
             f"every result keeps its input's file name. Folders contribute their {extensions} files "
             "(not recursively, not hidden ones, sorted by name). A file that fails is reported on one line "
             "and skipped; no partial output is ever left, and the exit status is 1 if anything failed."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output file or folder")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT",
+        help="output file or folder (default for one input file: NAME_xS.EXT beside it)",
+    )
     p.add_argument(
         "-m",
         "--model",
-        required=True,
         metavar="MODEL",
-        help="checkpoint (.pth or .safetensors, official or sisr) or the name of a shipped model",
+        help=(
+            "a shipped model (see `sisr models`), a family of them picked by --scale (seemore-t, mma-s), "
+            "or a checkpoint file (.pth or .safetensors, official or sisr) (default: seemore-t)"
+        ),
+    )
+    p.add_argument(
+        "-s",
+        "--scale",
+        type=int,
+        choices=(2, 3, 4),
+        default=None,
+        help="upscaling factor: picks the model of the family; checked against a given file (default: 4)",
     )
     p.add_argument(
         "--tile",
@@ -124,13 +141,25 @@ def _run_upscale(args: argparse.Namespace) -> int:
         overlap = 16 if args.tile is None else min(16, args.tile // 2)
     elif args.tile is not None and overlap >= args.tile:
         raise SisrError(f"--overlap ({overlap}) must be smaller than --tile ({args.tile})")
-    jobs = _plan_upscale(args.inputs, args.output)
-
     # Imported here so that `sisr --help` does not pay for importing torch.
-    from sisr.checkpoint import load_model
+    from sisr.checkpoint import choose_model, load_model
     from sisr.inference import upscale
+    from sisr.models import scale_of
 
-    model = load_model(args.model, device=args.device)
+    sources = _collect_sources(args.inputs)  # missing inputs fail before the model is loaded
+    if args.output is None and (len(args.inputs) > 1 or Path(args.inputs[0]).is_dir()):
+        raise SisrError("several inputs or a folder need -o OUTPUT_FOLDER")
+    name = choose_model(args.model, args.scale)
+    model = load_model(name, device=args.device)
+    scale = scale_of(model)
+    if args.scale is not None and scale != args.scale:
+        raise SisrError(f"{name} upscales x{scale}, not x{args.scale} (--scale)")
+    output = args.output
+    if output is None:
+        source = Path(args.inputs[0])
+        output = str(source.with_name(f"{source.stem}_x{scale}{source.suffix}"))
+    jobs = _plan_jobs(args.inputs, sources, output)
+
     progress = _Progress(len(jobs))
     failures = 0
     for source, target in jobs:
@@ -147,6 +176,8 @@ def _run_upscale(args: argparse.Namespace) -> int:
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             _make_folder(target.parent)
             write_image(target, result)
+            progress.clear()
+            print(f"{source} -> {target} (x{scale}, {name})", flush=True)
         except SisrError as e:
             progress.clear()
             _error(str(e))
@@ -158,8 +189,58 @@ def _run_upscale(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _plan_upscale(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]:
-    """Returns (input file, output file) pairs, checking everything that can be checked up front."""
+# ---------------------------------------------------------------------------------------------------------
+# sisr models
+
+
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list the shipped models",
+        description=(
+            "List the models shipped with sisr: scale, parameters, file size, training iterations and "
+            "the PSNR-Y measured on held-out photographs (scikit-image's, not in the training set) "
+            "against bicubic on the same inputs (benchmarks/quality.py re-measures it)."
+        ),
+    )
+    p.set_defaults(run=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from sisr.checkpoint import DEFAULT_FAMILY, shipped_model_info, shipped_models
+
+    names = list(shipped_models())
+    if not names:
+        raise SisrError("no models are shipped with this installation")
+    rows = [("name", "arch", "scale", "params", "size", "iterations", "PSNR-Y", "bicubic", "gain")]
+    infos = [shipped_model_info(name) for name in names]
+    for m in infos:
+        q = m.quality
+        rows.append(
+            (
+                m.name + (" (default)" if m.name == f"{DEFAULT_FAMILY}-x4" else ""),
+                m.arch,
+                f"x{m.scale}",
+                f"{m.params:,}",
+                f"{m.size / 1024:.0f} KiB",
+                "?" if m.iterations is None else f"{m.iterations:,}",
+                "?" if q is None else f"{q['psnr_y']:.2f}",
+                "?" if q is None else f"{q['bicubic_psnr_y']:.2f}",
+                "?" if q is None else f"{q['psnr_y'] - q['bicubic_psnr_y']:+.2f} dB",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        print("  ".join(cells).rstrip())
+    measured = [m.quality for m in infos if m.quality]
+    if measured:
+        print(f"PSNR-Y: mean over held-out photographs ({', '.join(measured[0]['photos'])}), crop = scale")
+    return 0
+
+
+def _collect_sources(inputs: Sequence[str]) -> list[Path]:
+    """The image files that ``inputs`` name, folders expanded; missing or empty inputs fail."""
     sources: list[Path] = []
     for name in inputs:
         path = Path(name)
@@ -179,7 +260,11 @@ def _plan_upscale(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]
             raise SisrError(f"{path}: not a file or folder")
         else:
             raise SisrError(f"{path}: no such file or folder")
+    return sources
 
+
+def _plan_jobs(inputs: Sequence[str], sources: list[Path], output: str) -> list[tuple[Path, Path]]:
+    """Returns (input file, output file) pairs, checking everything that can be checked up front."""
     out = Path(output)
     names_folder = output.endswith(("/", os.sep)) or out.is_dir()
     single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and not names_folder
