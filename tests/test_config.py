@@ -755,6 +755,11 @@ def test_shipped_model_configs(path: Path) -> None:
     validate_for_training(config, require_paths=False)
     assert unset_paths(config, "train") == []
     arch, args = network_args(config.network_g)
-    assert arch == "seemore" and {k: args[k] for k in PRESETS["seemore-t"][1]} == PRESETS["seemore-t"][1]
+    if path.name.startswith("seemore_t_"):
+        assert arch == "seemore" and {k: args[k] for k in PRESETS["seemore-t"][1]} == PRESETS["seemore-t"][1]
+    else:  # the small MMA of the shipped mma-s models
+        assert path.name.startswith("mma_s_")
+        assert arch == "mma" and (args["num_feat"], args["num_block"]) == (48, 6)
     assert config.train is not None and config.train.fft_opt is not None  # the paper's L1 + FFT loss
-    assert config.train.ema_decay == 0.999
+    # 0.999 as the papers; 0.995 for the short first runs, whose EMA must forget their start sooner
+    assert config.train.ema_decay in (0.999, 0.995)
