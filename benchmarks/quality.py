@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from sisr.checkpoint import load_model, read_weights, shipped_models
+from sisr.checkpoint import load_model, shipped_model_info, shipped_models
 from sisr.heldout import PHOTOS, measure
 from sisr.models import scale_of
 
@@ -40,7 +40,7 @@ def main() -> None:
             f"| {q.bicubic_ssim_y:.4f} | {q.ssim_y:.4f} |",
             flush=True,
         )
-        recorded = read_weights(shipped[name]).metadata.get("quality") if name in shipped else None
+        recorded = shipped_model_info(name).quality if name in shipped else None
         if recorded and recorded["photos"] == list(q.photos) and abs(recorded["psnr_y"] - q.psnr_y) > 0.01:
             stale.append(f"{name}: file records {recorded['psnr_y']:.2f} dB, measured {q.psnr_y:.2f} dB")
     for line in stale:

@@ -29,6 +29,7 @@ import yaml
 from sisr.checkpoint import WEIGHTS_DIR, model_from_weights, read_weights, save_safetensors
 from sisr.errors import SisrError
 from sisr.heldout import measure
+from sisr.models import scale_of
 
 MANIFEST_KEYS = ("description", "script", "packages", "licenses", "kept", "subimages", "crop_size", "step")
 
@@ -68,7 +69,7 @@ def main() -> int:
     manifest = json.loads(args.manifest.read_text())
     weights = read_weights(_checkpoint(args.experiments[-1]), param_key=args.weights)
     model = model_from_weights(weights).eval()
-    scale = int(weights.args.get("upscale", weights.args.get("scale")))
+    scale = scale_of(model)
     quality = measure(model, scale)
     training = {
         "stages": stages,
