@@ -15,12 +15,22 @@ forward + backward.
   the gradients of u, delta, A, B, C, D, z, delta_bias). Where the loop is not run, the reference is
   the fused kernel in float64, marked ``*``.
 
-Usage: ``python benchmarks/scan.py [--quick]``.
+Optionally, ``--official-ref FILE`` adds a row for the official reference loop, ``selective_scan_ref`` of
+``mamba_ssm`` (as in Vim's ``mamba-1p1p1/mamba_ssm/ops/selective_scan_interface.py``), from a file you cut
+from a copy of that code yourself (the function and its imports: ``torch``, ``torch.nn.functional as F``,
+``einops.rearrange`` and ``repeat``); nothing of it is in this repository. That loop materialises the
+(batch, d, L, n) decays and drives at once and reduces with ``einsum`` at every step; sisr's loop
+discretises 64 positions at a time. Only its forward is timed: autograd through its per-position
+``einsum`` steps takes minutes (144 s for forward + backward at 48² here). The summary lines after the
+table give the fused kernel's speed-up over both loops.
+
+Usage: ``python benchmarks/scan.py [--quick] [--official-ref FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -91,8 +101,22 @@ def _mambapy() -> Callable[..., Tensor] | None:
     return scan
 
 
-def implementations(compile_chunked: bool) -> dict[str, Callable[..., Tensor]]:
-    impls: dict[str, Callable[..., Tensor]] = {"loop": selective_scan_ref, "chunked": selective_scan_chunked}
+def _official_ref(path: str) -> Callable[..., Tensor]:
+    spec = importlib.util.spec_from_file_location("official_selective_scan_ref", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"scan.py: error: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.selective_scan_ref  # (u, delta, A, B, C, D, z, delta_bias, delta_softplus), as sisr's
+
+
+def implementations(
+    compile_chunked: bool, official_ref: str | None = None
+) -> dict[str, Callable[..., Tensor]]:
+    impls: dict[str, Callable[..., Tensor]] = {"loop": selective_scan_ref}
+    if official_ref is not None:
+        impls["official ref"] = _official_ref(official_ref)
+    impls["chunked"] = selective_scan_chunked
     if compile_chunked:
         impls["chunked+compile"] = torch.compile(selective_scan_chunked)
     if fused.fused_available():
@@ -139,9 +163,17 @@ def call(fn: Callable[..., Tensor], x: dict[str, Tensor], backward: bool) -> lis
     return [out.detach(), *(leaves[k].grad for k in NAMES)]
 
 
-def run_cell(impl: str, length: int, backward: bool, reps: int, ref_path: str | None, compile_: bool) -> dict:
+def run_cell(
+    impl: str,
+    length: int,
+    backward: bool,
+    reps: int,
+    ref_path: str | None,
+    compile_: bool,
+    official: str | None,
+) -> dict:
     """One measurement, in this (fresh) process."""
-    fn = implementations(compile_)[impl]
+    fn = implementations(compile_, official)[impl]
     x = make_inputs(length)
     reset_peak_rss()
     before = rss_bytes()
@@ -209,18 +241,24 @@ def main() -> None:
     parser.add_argument("--loop-max", type=int, default=128, help="largest side at which the loop runs")
     parser.add_argument("--reps", type=int, help="timed calls per cell (default 5, quick 3; loop 1-3)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(chunked)")
+    parser.add_argument("--official-ref", metavar="FILE", help="file defining mamba_ssm's selective_scan_ref")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: impl,length,backward,reps,ref
     args = parser.parse_args()
 
     if args.cell:
         impl, length, backward, reps, ref = args.cell.split(",")
-        cell = run_cell(impl, int(length), backward == "1", int(reps), ref or None, args.compile)
+        cell = run_cell(
+            impl, int(length), backward == "1", int(reps), ref or None, args.compile, args.official_ref
+        )
         print(json.dumps(cell))
         return
 
     sides = args.sides or ([48, 64] if args.quick else [48, 64, 128, 256])
     reps = args.reps or (3 if args.quick else 5)
-    impls = list(implementations(args.compile))
+    impls = list(implementations(args.compile, args.official_ref))
+    extra = (["--compile"] if args.compile else []) + (
+        ["--official-ref", args.official_ref] if args.official_ref else []
+    )
     print("# Selective scan on the CPU\n")
     print(machine())
     print(f"- batch {BATCH}, d_inner {D_INNER}, d_state {D_STATE}, softplus + delta_bias + D + z\n")
@@ -228,6 +266,7 @@ def main() -> None:
           "| peak extra mem | max rel err |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     loop_time: dict[bool, tuple[int, float]] = {}  # backward -> (largest measured L, time)
+    measured: dict[tuple[str, int, bool], float] = {}  # (impl, L, backward) -> time
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
             length = side * side
@@ -239,18 +278,22 @@ def main() -> None:
                     make_reference(length, backward, use_loop, path)
                     refs[backward] = path
             for impl in impls:
-                if impl == "loop" and not use_loop:
+                if impl in ("loop", "official ref") and not use_loop:
                     continue
                 cols = []
                 for backward in (False, True):
-                    n = max(1, min(reps, 3)) if impl == "loop" else reps
+                    if impl == "official ref" and backward:
+                        # Autograd through its L einsum steps takes minutes (144 s at 48²).
+                        cols += ["not run", "", "", ""]
+                        continue
+                    n = max(1, min(reps, 3)) if impl in ("loop", "official ref") else reps
                     cell = subprocess_json(
-                        ["--cell", f"{impl},{length},{int(backward)},{n},{refs.get(backward, '')}"]
-                        + (["--compile"] if args.compile else [])
+                        ["--cell", f"{impl},{length},{int(backward)},{n},{refs.get(backward, '')}", *extra]
                     )
                     if "error" in cell:
                         cols += [f"failed: {cell['error'][:40]}", "", "", ""]
                         continue
+                    measured[impl, length, backward] = cell["time"]
                     if impl == "loop":
                         loop_time[backward] = (length, cell["time"])
                     base_len, base = loop_time.get(backward, (0, float("nan")))
@@ -262,6 +305,14 @@ def main() -> None:
                 print(f"| {impl} | {side}² | " + " | ".join(cols) + " |", flush=True)
     print("\n`~`: speed-up against the loop time extrapolated linearly in L; `*`: error against the fused")
     print("kernel in float64 (the loop was not run at that size).")
+    print()
+    for (impl, length, backward), t in measured.items():
+        if impl not in ("loop", "official ref") or ("fused", length, backward) not in measured:
+            continue
+        side = round(length**0.5)
+        pass_ = "fwd+bwd" if backward else "fwd"
+        speedup = t / measured["fused", length, backward]
+        print(f"- fused vs {impl} at {side}², {pass_}: {speedup:.1f}x")
 
 
 if __name__ == "__main__":

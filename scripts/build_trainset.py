@@ -44,7 +44,13 @@ packages hold high-resolution photographs under free licenses. The steps:
    sub-image to ``OUT/lr_sub/X2``, ``X3`` and ``X4`` (``<name>_s001x2.png``; read them with
    ``filename_tmpl="{}x2"``). The LR tiles are the exact bicubic downscale of their HR tile (480 is
    divisible by 2, 3 and 4), so every pair is consistent.
-6. ``OUT/manifest.json`` lists every candidate: package, version, path inside the package, license,
+6. Most sub-images of wallpapers are smooth (sky, water, out-of-focus backgrounds): bicubic already
+   restores them to 45 dB and more, and a network learns little from them. :func:`hard_subimages` ranks
+   the sub-images by the PSNR-Y of their ×4 bicubic reconstruction (LR upscaled back with MATLAB bicubic)
+   and ``OUT/meta_info_hard.txt`` lists the hardest ``--hard-fraction`` of them (default 0.3), a
+   BasicSR meta-info file for the ``meta_info_file`` key of a training set: patch sampling by difficulty,
+   as in SamplingAug (Wang et al., 2021), at the level of sub-images.
+7. ``OUT/manifest.json`` lists every candidate: package, version, path inside the package, license,
    copyright holders (from the copyright file and the upstream metadata), size, the features, kept or
    dropped and why, and the output name. ``OUT/licenses/<package>.copyright`` keeps each package's
    copyright file next to the data.
@@ -71,7 +77,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DEFAULT_PACKAGES = ("gnome-backgrounds", "plasma-workspace-wallpapers", "mate-backgrounds")
+DEFAULT_PACKAGES = (
+    "gnome-backgrounds",
+    "plasma-workspace-wallpapers",
+    "mate-backgrounds",
+    "ukui-wallpapers",
+    "lomiri-wallpapers-16.04",
+    "lomiri-wallpapers-20.04",
+)
+# Extra copies of every kept photograph at these fractions of its size (Real-ESRGAN's multi-scale DF2K):
+# shrinking packs more detail into each pixel, closer to the photographs users upscale.
+DEFAULT_SCALES = (0.75, 0.5)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 # Thresholds of :func:`classify` (see the module docstring).
@@ -97,6 +113,8 @@ DENY: dict[str, str] = {
     "wood-d": "3D render of wooden slats",
     "wood-l": "3D render of wooden slats",
     "Elephants": "painting",
+    "string": "abstract 3D render (ribbons)",
+    "analogpattern_by_Peter_Nerlich": "abstract light-leak texture with film grain",
 }
 
 _SIZE_SUFFIX = re.compile(r"_?\d+x\d+$")
@@ -184,8 +202,10 @@ def dep5_lookup(paragraphs: Sequence[FilesParagraph], installed_path: str) -> Fi
 
     Copyright files list paths in the *source* tree (``nature/Aqua.jpg``) while the file is installed
     elsewhere (``usr/share/backgrounds/mate/nature/Aqua.jpg``), so a pattern matches when it matches the
-    whole installed path or any of its tails that start after a ``/``. ``debian/*`` paragraphs, which
-    describe the packaging, are ignored.
+    whole installed path or any of its tails that start after a ``/``. When nothing matches that way, a
+    pattern without wildcards whose file name is the installed file's name matches (Lomiri lists
+    ``16.04/Bridge.jpg`` and installs ``usr/share/backgrounds/Bridge.jpg``: the source folder is dropped).
+    ``debian/*`` paragraphs, which describe the packaging, are ignored.
 
     Args:
         paragraphs: From :func:`parse_dep5`.
@@ -201,6 +221,11 @@ def dep5_lookup(paragraphs: Sequence[FilesParagraph], installed_path: str) -> Fi
         patterns = [p for p in para.patterns if not p.startswith("debian/")]
         if any(_dep5_match(p, tail) for p in patterns for tail in tails):
             found = para
+    if found is None:
+        for para in paragraphs:
+            names = [p.rsplit("/", 1)[-1] for p in para.patterns if not p.startswith("debian/")]
+            if any(n == parts[-1] and "*" not in n and "?" not in n for n in names):
+                found = para
     return found
 
 
@@ -449,6 +474,22 @@ def shrink(image: Image.Image, max_short_side: int) -> Image.Image:
     return rgb.resize(size, Image.Resampling.LANCZOS)
 
 
+def scaled_copies(
+    image: Image.Image, stem: str, scales: Sequence[float], *, min_side: int
+) -> list[tuple[str, Image.Image]]:
+    """``image`` shrunk by each of ``scales`` (Pillow LANCZOS), named ``<stem>_scale<percent>.png``.
+
+    Copies whose short side would fall below ``min_side`` (the sub-image size) are left out.
+    """
+    copies = []
+    for scale in scales:
+        size = (round(image.width * scale), round(image.height * scale))
+        if min(size) >= min_side:
+            name = f"{stem}_scale{round(scale * 100):03d}.png"
+            copies.append((name, image.resize(size, Image.Resampling.LANCZOS)))
+    return copies
+
+
 def _thumbnail(image: Image.Image, size: tuple[int, int] = (240, 150)) -> Image.Image:
     thumb = image.convert("RGB")
     thumb.thumbnail(size, Image.Resampling.BOX)
@@ -500,6 +541,7 @@ class Record:
     other_sizes: list[str] = field(default_factory=list)
     output: str | None = None
     hr_size: list[int] | None = None
+    scaled_outputs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -542,7 +584,15 @@ def licensing(package: Package, path: str) -> Licensing:
 
 
 def build(
-    *, packages: Sequence[str], work: Path, out: Path, max_short_side: int, crop_size: int, step: int
+    *,
+    packages: Sequence[str],
+    work: Path,
+    out: Path,
+    max_short_side: int,
+    scales: Sequence[float],
+    crop_size: int,
+    step: int,
+    hard_fraction: float,
 ) -> dict[str, object]:
     """Runs the whole pipeline (see the module docstring).
 
@@ -551,8 +601,11 @@ def build(
         work: Folder for the .deb files and the unpacked packages.
         out: Output folder; its ``hr``, ``hr_sub`` and ``lr_sub`` folders are replaced.
         max_short_side: Short side of the HR images after shrinking.
+        scales: Fractions of the shrunk size at which each photograph is written again
+            (``<stem>_scale050.png`` for 0.5), skipped where the short side would fall below ``crop_size``.
         crop_size: Sub-image side.
         step: Sub-image step.
+        hard_fraction: Share of the sub-images listed in ``meta_info_hard.txt``.
 
     Returns:
         The manifest, also written to ``out/manifest.json``.
@@ -598,6 +651,9 @@ def build(
                     hr.save(hr_dir / f"{stem}.png", compress_level=3)
                     record.output = f"hr/{stem}.png"
                     record.hr_size = [hr.width, hr.height]
+                    for name, copy in scaled_copies(hr, stem, scales, min_side=crop_size):
+                        copy.save(hr_dir / name, compress_level=3)
+                        record.scaled_outputs.append(f"hr/{name}")
                 thumbs[keep].append((_thumbnail(im), f"{package.name[:6]}:{cand.name}"))
             records.append(record)
             print(f"{'keep' if keep else 'drop'} {package.name}:{cand.path}  {reason}", flush=True)
@@ -607,17 +663,23 @@ def build(
     contact_sheet(thumbs[False]).save(out / "contact_dropped.png")
     sub = extract_subimages(hr_dir, out / "hr_sub", crop_size=crop_size, step=step, workers=1)
     lr = make_lr(out / "hr_sub", out / "lr_sub", [2, 3, 4], workers=1)
+    hard = hard_subimages(out / "hr_sub", out / "lr_sub" / "X4", scale=4, fraction=hard_fraction)
+    write_meta_info(out / "meta_info_hard.txt", [n for n, _ in hard], crop_size)
     kept = [r for r in records if r.kept]
     manifest: dict[str, object] = {
         "description": "sisr default-model training set: photographs from Debian wallpaper packages",
         "script": "scripts/build_trainset.py",
         "packages": {p.name: p.version for p in unpacked},
         "max_short_side": max_short_side,
+        "scales": list(scales),
         "crop_size": crop_size,
         "step": step,
         "kept": len(kept),
         "dropped": len(records) - len(kept),
         "subimages": sub.written,
+        "hard_fraction": hard_fraction,
+        "hard_subimages": len(hard),
+        "hard_max_bicubic_psnr_x4": max(score for _, score in hard),
         "lr_images": lr.written,
         "licenses": sorted({r.licensing.license for r in kept if r.licensing is not None}),
         "images": [asdict(r) for r in records],
@@ -625,6 +687,43 @@ def build(
     text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
     (out / "manifest.json").write_text(text, encoding="utf-8")
     return manifest
+
+
+def bicubic_psnr(hr_path: Path, lr_path: Path, scale: int) -> float:
+    """PSNR-Y (border ``scale``) of the MATLAB-bicubic upscaling of an LR image against its HR image."""
+    from sisr.imresize import imresize
+    from sisr.metrics import psnr
+
+    hr = np.asarray(Image.open(hr_path).convert("RGB"))
+    lr = np.asarray(Image.open(lr_path).convert("RGB"), dtype=np.float32) / 255.0
+    up = np.clip(np.round(imresize(lr, float(scale)) * 255.0), 0, 255).astype(np.uint8)
+    return psnr(up, hr, crop_border=scale, y_channel=True)
+
+
+def hard_subimages(hr_sub: Path, lr_dir: Path, *, scale: int, fraction: float) -> list[tuple[str, float]]:
+    """The hardest ``fraction`` of the sub-images: those bicubic restores worst.
+
+    Args:
+        hr_sub: Folder of HR sub-images (``<name>.png``).
+        lr_dir: Folder of their LR versions at ``scale`` (``<name>x<scale>.png``).
+        scale: The scale of ``lr_dir``.
+        fraction: Share of the sub-images to keep, in (0, 1].
+
+    Returns:
+        (file name, bicubic PSNR-Y) of the kept sub-images, sorted by name; ties at the cut keep the
+        earlier name.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    names = sorted(p.name for p in hr_sub.glob("*.png"))
+    scores = [(bicubic_psnr(hr_sub / n, lr_dir / f"{n[:-4]}x{scale}.png", scale), n) for n in names]
+    keep = sorted(scores)[: max(1, round(fraction * len(scores)))]
+    return sorted((n, score) for score, n in keep)
+
+
+def write_meta_info(path: Path, names: Sequence[str], size: int) -> None:
+    """A BasicSR meta-info file: ``<name> (<size>,<size>,3)`` per line."""
+    path.write_text("".join(f"{n} ({size},{size},3)\n" for n in names), encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -638,6 +737,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-short-side", type=int, default=1440, help="shrink HR images to this short side"
     )
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="*",
+        default=list(DEFAULT_SCALES),
+        help="also write every photograph at these fractions of its size (default: 0.75 0.5)",
+    )
+    parser.add_argument(
+        "--hard-fraction",
+        type=float,
+        default=0.3,
+        help="share of the sub-images, hardest for bicubic, listed in meta_info_hard.txt (default: 0.3)",
+    )
     parser.add_argument("--crop-size", type=int, default=480, help="sub-image size (default: 480)")
     parser.add_argument("--step", type=int, default=240, help="sub-image step (default: 240)")
     args = parser.parse_args(argv)
@@ -649,8 +761,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         work=Path(args.work),
         out=Path(args.out),
         max_short_side=args.max_short_side,
+        scales=args.scales,
         crop_size=args.crop_size,
         step=args.step,
+        hard_fraction=args.hard_fraction,
     )
     print(
         f"kept {manifest['kept']} photographs, dropped {manifest['dropped']}; "

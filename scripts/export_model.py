@@ -7,12 +7,12 @@ run it started from, ``@N`` where the next run started from that run's checkpoin
 weights are the EMA weights of the last one's ``models/net_g_latest.pth`` (or ``net_g_N.pth``).
 The file's metadata records, besides the architecture and its arguments:
 
-- ``training``: every run's config and iterations, their total, and the training set's summary (from
-  ``datasets/trainset/manifest.json``, written by ``scripts/build_trainset.py``);
+- ``training``: every run's config, iterations and training set (the summary in the ``manifest.json``
+  that ``scripts/build_trainset.py`` wrote beside the run's ``dataroot_gt``), and the total iterations;
 - ``quality``: PSNR-Y / SSIM-Y of the model and of bicubic on the held-out photographs
   (:mod:`sisr.heldout`), measured here.
 
-Needs the test extra (scikit-image) and the training set's manifest. Never run in CI.
+Needs the test extra (scikit-image) and the training sets' manifests. Never run in CI.
 """
 
 from __future__ import annotations
@@ -31,7 +31,18 @@ from sisr.errors import SisrError
 from sisr.heldout import measure
 from sisr.models import scale_of
 
-MANIFEST_KEYS = ("description", "script", "packages", "licenses", "kept", "subimages", "crop_size", "step")
+MANIFEST_KEYS = (
+    "description",
+    "script",
+    "packages",
+    "licenses",
+    "kept",
+    "max_short_side",
+    "scales",
+    "subimages",
+    "crop_size",
+    "step",
+)
 
 
 def _checkpoint(run: str) -> Path:
@@ -43,8 +54,16 @@ def _checkpoint(run: str) -> Path:
 def _stage(run: str) -> dict[str, Any]:
     state = torch.load(_checkpoint(run), map_location="cpu", weights_only=True)
     experiment = Path(run.partition("@")[0])
-    config = (experiment / "config.yml").read_text()
-    return {"experiment": experiment.name, "iterations": int(state["step"]), "config": yaml.safe_load(config)}
+    config = yaml.safe_load((experiment / "config.yml").read_text())
+    # dataroot_gt is <set>/hr_sub; build_trainset.py writes <set>/manifest.json.
+    manifest_path = Path(config["datasets"]["train"]["dataroot_gt"]).parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    return {
+        "experiment": experiment.name,
+        "iterations": int(state["step"]),
+        "config": config,
+        "data": {k: manifest[k] for k in MANIFEST_KEYS if k in manifest},
+    }
 
 
 def main() -> int:
@@ -55,7 +74,6 @@ def main() -> int:
         nargs="+",
         help="training runs, first to last; EXPERIMENT@N for a run that the next one left at iteration N",
     )
-    parser.add_argument("--manifest", type=Path, default=Path("datasets/trainset/manifest.json"))
     parser.add_argument(
         "--weights",
         choices=("params_ema", "params"),
@@ -66,7 +84,6 @@ def main() -> int:
     args = parser.parse_args()
 
     stages = [_stage(e) for e in args.experiments]
-    manifest = json.loads(args.manifest.read_text())
     weights = read_weights(_checkpoint(args.experiments[-1]), param_key=args.weights)
     model = model_from_weights(weights).eval()
     scale = scale_of(model)
@@ -75,7 +92,6 @@ def main() -> int:
         "stages": stages,
         "iterations": sum(s["iterations"] for s in stages),
         "weights": "EMA" if args.weights == "params_ema" else "params",
-        "data": {k: manifest[k] for k in MANIFEST_KEYS if k in manifest},
     }
     out = WEIGHTS_DIR / f"{args.name}.safetensors"
     save_safetensors(

@@ -97,6 +97,21 @@ def test_dep5_lookup_star_crosses_folders_and_no_match_is_none() -> None:
     assert bt.dep5_lookup(paragraphs, "usr/share/backgrounds/a.png") is None
 
 
+def test_dep5_lookup_falls_back_to_the_file_name_when_the_source_folder_was_dropped() -> None:
+    text = (
+        "Format: x\n\nFiles: *\nCopyright: P\nLicense: Expat\n\n"
+        "Files: 16.04/Bridge_by_S.jpg\nCopyright: S\nLicense: CC-BY-SA-4.0\n\n"
+        "Files: 16.04/*.png\nCopyright: T\nLicense: CC0-1.0\n"
+    )
+    paragraphs = bt.parse_dep5(text)
+    # "*" matches first, so the fallback is not needed (and not used) there.
+    assert bt.dep5_lookup(paragraphs, "usr/share/backgrounds/Bridge_by_S.jpg").license == "Expat"
+    no_star = bt.parse_dep5(text.replace("Files: *\nCopyright: P\nLicense: Expat\n\n", ""))
+    assert bt.dep5_lookup(no_star, "usr/share/backgrounds/Bridge_by_S.jpg").license == "CC-BY-SA-4.0"
+    # Wildcard patterns are not matched by file name alone.
+    assert bt.dep5_lookup(no_star, "usr/share/backgrounds/x.png") is None
+
+
 # ----------------------------------------------------------------------------------------------------
 # Candidates and names
 # ----------------------------------------------------------------------------------------------------
@@ -291,3 +306,39 @@ def test_refuses_to_run_in_ci(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     monkeypatch.setattr(bt.subprocess, "run", forbidden)
     assert bt.main(["--work", os.devnull, "--out", os.devnull]) == 2
     assert "refusing to run in CI" in capsys.readouterr().err
+
+
+def test_scaled_copies_are_named_by_percent_and_skip_small_ones() -> None:
+    image = Image.new("RGB", (1000, 600), (10, 20, 30))
+    copies = bt.scaled_copies(image, "mate_Dune", [0.75, 0.5], min_side=400)
+    assert [(name, im.size) for name, im in copies] == [("mate_Dune_scale075.png", (750, 450))]
+
+
+def test_hard_subimages_lists_those_bicubic_restores_worst(tmp_path: Path) -> None:
+    from sisr.data import read_meta_info
+    from sisr.prepare import make_lr
+
+    rng = np.random.default_rng(0)
+    hr_dir = tmp_path / "hr_sub"
+    hr_dir.mkdir()
+    ramp = np.linspace(0, 255, 48)[None, :, None].repeat(48, 0).repeat(3, 2)
+    images = {
+        "a_smooth.png": ramp,
+        "b_texture.png": rng.integers(0, 256, (48, 48, 3)),
+        "c_smooth.png": 255 - ramp,
+        "d_texture.png": rng.integers(64, 192, (48, 48, 3)),
+    }
+    for name, pixels in images.items():
+        Image.fromarray(pixels.astype(np.uint8)).save(hr_dir / name)
+    make_lr(hr_dir, tmp_path / "lr_sub", [4], workers=1)
+
+    hard = bt.hard_subimages(hr_dir, tmp_path / "lr_sub" / "X4", scale=4, fraction=0.5)
+    assert [name for name, _ in hard] == ["b_texture.png", "d_texture.png"]
+    smooth = bt.bicubic_psnr(hr_dir / "a_smooth.png", tmp_path / "lr_sub" / "X4" / "a_smoothx4.png", 4)
+    assert all(score < smooth - 10 for _, score in hard)
+
+    bt.write_meta_info(tmp_path / "meta_info.txt", [name for name, _ in hard], 48)
+    assert (tmp_path / "meta_info.txt").read_text().splitlines()[0] == "b_texture.png (48,48,3)"
+    assert read_meta_info(tmp_path / "meta_info.txt") == ["b_texture.png", "d_texture.png"]
+    with pytest.raises(ValueError, match="fraction"):
+        bt.hard_subimages(hr_dir, tmp_path / "lr_sub" / "X4", scale=4, fraction=0.0)
