@@ -158,7 +158,9 @@ def call(fn: Callable[..., Tensor], x: dict[str, Tensor], backward: bool) -> lis
             return [fn(*(x[k] for k in NAMES), True)]
     leaves = {k: v.detach().requires_grad_() for k, v in x.items()}
     out = fn(*(leaves[k] for k in NAMES), True)
-    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    # Drawn in float32 whatever the dtype: a float64 draw gives other numbers, and the float64 reference
+    # would then differentiate another function.
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.dtype)
     out.backward(w)
     return [out.detach(), *(leaves[k].grad for k in NAMES)]
 
@@ -298,8 +300,11 @@ def main() -> None:
                         loop_time[backward] = (length, cell["time"])
                     base_len, base = loop_time.get(backward, (0, float("nan")))
                     extrapolated = base_len != length
-                    loop_at_l = base * length / base_len if base_len else float("nan")
-                    speedup = f"{'~' if extrapolated else ''}{loop_at_l / cell['time']:.1f}×"
+                    if base_len:
+                        loop_at_l = base * length / base_len
+                        speedup = f"{'~' if extrapolated else ''}{loop_at_l / cell['time']:.1f}×"
+                    else:  # the loop ran at no size of this run: nothing to compare with
+                        speedup = "n/a"
                     err = f"{cell['err']:.1e}{'*' if not use_loop else ''}" if "err" in cell else "n/a"
                     cols += [fmt_time(cell["time"]), speedup, f"{cell['mem'] / 2**20:.0f} MB", err]
                 print(f"| {impl} | {side}² | " + " | ".join(cols) + " |", flush=True)

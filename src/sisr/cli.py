@@ -19,6 +19,7 @@ from sisr import __version__, evaluate, prepare, train
 from sisr.argtypes import non_negative_int, positive_int
 from sisr.errors import SisrError
 from sisr.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, format_for_path, read_image, write_image
+from sisr.runtime import reuse_freed_memory
 
 __all__ = ["main"]
 
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version or a usage error; argparse has printed the message
         return e.code if isinstance(e.code, int) else 2
+    reuse_freed_memory()  # a command runs and exits: keep freed tensors' memory for the next ones
     try:
         return args.run(args)
     except SisrError as e:
