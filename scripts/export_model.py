@@ -1,10 +1,13 @@
 """Exports a trained model as a shipped one: ``src/sisr/weights/NAME.safetensors``.
 
-Usage: python scripts/export_model.py NAME EXPERIMENT[@N] [EXPERIMENT[@N] ...]
+Usage: python scripts/export_model.py NAME [--continues] EXPERIMENT[@N] [EXPERIMENT[@N] ...]
 
 EXPERIMENT folders are the training runs that made the model, in order (a warm-started run after the
 run it started from, ``@N`` where the next run started from that run's checkpoint at iteration N); the
 weights are the EMA weights of the last one's ``models/net_g_latest.pth`` (or ``net_g_N.pth``).
+With ``--continues`` the first run warm-started from the shipped file ``NAME`` itself (its
+``path.pretrain_network_g``), so the runs that file records come first: training goes on across
+sessions whose machines keep nothing but the repository.
 The file's metadata records, besides the architecture and its arguments:
 
 - ``training``: every run's config, iterations and training set (the summary in the ``manifest.json``
@@ -40,6 +43,8 @@ MANIFEST_KEYS = (
     "max_short_side",
     "scales",
     "subimages",
+    "hard_fraction",
+    "hard_subimages",
     "crop_size",
     "step",
 )
@@ -81,9 +86,22 @@ def main() -> int:
         help="which weights to ship (default: the EMA; params where a short warm-started run's EMA still "
         "carries much of the freshly initialised layers)",
     )
+    parser.add_argument(
+        "--continues",
+        action="store_true",
+        help="the first run warm-started from the shipped NAME.safetensors: keep the runs it records",
+    )
     args = parser.parse_args()
 
+    out = WEIGHTS_DIR / f"{args.name}.safetensors"
     stages = [_stage(e) for e in args.experiments]
+    if args.continues:
+        start = Path(stages[0]["config"]["path"]["pretrain_network_g"] or "")
+        if start.resolve() != out.resolve():
+            raise SisrError(f"--continues: {args.experiments[0]} did not start from {out} but from {start}")
+        before = read_weights(out).metadata["training"]
+        # Files exported before the per-run record named one training set for all their runs.
+        stages = [{**s, "data": s.get("data", before.get("data"))} for s in before["stages"]] + stages
     weights = read_weights(_checkpoint(args.experiments[-1]), param_key=args.weights)
     model = model_from_weights(weights).eval()
     scale = scale_of(model)
@@ -93,7 +111,6 @@ def main() -> int:
         "iterations": sum(s["iterations"] for s in stages),
         "weights": "EMA" if args.weights == "params_ema" else "params",
     }
-    out = WEIGHTS_DIR / f"{args.name}.safetensors"
     save_safetensors(
         out,
         arch=weights.arch,

@@ -66,7 +66,7 @@ def test_loads_by_name_with_its_recorded_history(name: str) -> None:
     last = training["stages"][-1]["config"]
     assert last["network_g"]["type"].lower() == info.arch
     assert last["scale"] == info.scale
-    assert training["data"]["script"] == "scripts/build_trainset.py"
+    assert all(stage["data"]["script"] == "scripts/build_trainset.py" for stage in training["stages"])
     assert info.quality is not None and info.quality["photos"] == list(PHOTOS)
 
 
