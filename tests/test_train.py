@@ -197,12 +197,31 @@ def test_ema_averages_parameters_and_copies_buffers() -> None:
         for p in model.parameters():
             p.add_(1.0)
     model(torch.rand(2, 3, 8, 8))  # training mode: updates the BatchNorm running statistics
-    ema.update(model)
+    ema.update(model, 0)
     for name, value in ema.module.named_parameters():
         torch.testing.assert_close(value, 0.9 * before[name] + 0.1 * (before[name] + 1.0))
     for name, value in ema.module.named_buffers():
         assert torch.equal(value, model.state_dict()[name])
     assert not ema.module.training and not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_ema_warmup_follows_the_configured_decay_after_a_short_ramp() -> None:
+    model = torch.nn.Linear(2, 2, bias=False)
+    ema = EMA(model, decay=0.999, warmup=True)
+    assert [ema.decay_at(t) for t in (0, 1, 8)] == pytest.approx([1 / 10, 2 / 11, 9 / 18])
+    assert ema.decay_at(10**6) == 0.999  # (1 + t) / (10 + t) passes 0.999 at t = 8991
+    assert EMA(model, decay=0.999).decay_at(0) == 0.999
+    # After 600 updates towards new weights, the warmed-up average has forgotten the initial ones; the
+    # plain one still holds 0.999**600 = 55% of them.
+    start = model.weight.detach().clone()
+    plain = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    for t in range(600):
+        ema.update(model, t)
+        plain.update(model, t)
+    torch.testing.assert_close(plain.module.weight - start, torch.full_like(start, 1 - 0.999**600))
+    assert ((ema.module.weight - start) > 0.95).all()
 
 
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path: Path) -> None:

@@ -285,6 +285,7 @@ class TrainConfig:
     scheduler: SchedulerConfig | None = None
     warmup_iter: int = -1  # linear warm-up over this many iterations; -1: none
     ema_decay: float = 0.0  # 0: no exponential moving average of the weights
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + t) / (10 + t)) at update t (timm's warm-up)
     pixel_opt: LossConfig | None = None
     fft_opt: LossConfig | None = None
     grad_clip: float | None = None  # clip the gradient's global L2 norm to this; None: no clipping

@@ -214,17 +214,27 @@ class EMA:
     """An exponential moving average of a network's parameters: ``ema = decay * ema + (1 - decay) * p``.
 
     ``module`` is a frozen copy of the network holding the averages; buffers are copied, not averaged.
+    With ``warmup``, update ``t`` (from 0) uses ``min(decay, (1 + t) / (10 + t))`` instead, as timm's
+    model EMA does: a short run, or one that starts layers afresh (a warm start at another scale), then
+    does not ship an average still made largely of the initial weights (at decay 0.999 without warm-up,
+    600 updates leave 55% of them in).
     """
 
-    def __init__(self, model: nn.Module, *, decay: float) -> None:
+    def __init__(self, model: nn.Module, *, decay: float, warmup: bool = False) -> None:
         self.decay = decay
+        self.warmup = warmup
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def decay_at(self, t: int) -> float:
+        """The decay of update ``t`` (0-based)."""
+        return min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Moves the averages towards ``model``'s current parameters."""
+    def update(self, model: nn.Module, t: int) -> None:
+        """Moves the averages towards ``model``'s current parameters; ``t`` counts earlier updates."""
+        decay = self.decay_at(t)
         for avg, p in zip(self.module.parameters(), model.parameters(), strict=True):
-            avg.lerp_(p.detach(), 1.0 - self.decay)
+            avg.lerp_(p.detach(), 1.0 - decay)
         for avg, b in zip(self.module.buffers(), model.buffers(), strict=True):
             avg.copy_(b)
 
@@ -632,7 +642,7 @@ def _train(
         log.line(f"loaded {config.path.pretrain_network_g} ({config.path.param_key_g or 'default'})")
         for item in skipped:
             log.line(f"  skipped {item}")
-    ema = EMA(model, decay=opt.ema_decay) if opt.ema_decay > 0 else None
+    ema = EMA(model, decay=opt.ema_decay, warmup=opt.ema_warmup) if opt.ema_decay > 0 else None
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], opt.optim_g)
     scheduler = make_scheduler(optimizer, opt.scheduler, warmup_iter=opt.warmup_iter)
     losses = {"l_pix": opt.pixel_opt, "l_fft": opt.fft_opt}
@@ -736,7 +746,7 @@ def _train(
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, step)  # update `step` of this run: a resumed run goes on with the schedule
         step += 1
 
         # Kept as tensors until the progress line, so that a GPU is not synchronised every iteration.
