@@ -124,7 +124,7 @@ def _add_upscale(subparsers: argparse._SubParsersAction) -> None:
         type=non_negative_int,
         default=None,
         metavar="M",
-        help="overlap of neighbouring tiles in input pixels (default: 16, at most half the tile)",
+        help="overlap of neighbouring tiles in input pixels, below the tile (default: 16 or half the tile)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument(
