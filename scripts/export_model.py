@@ -99,9 +99,7 @@ def main() -> int:
         start = Path(stages[0]["config"]["path"]["pretrain_network_g"] or "")
         if start.resolve() != out.resolve():
             raise SisrError(f"--continues: {args.experiments[0]} did not start from {out} but from {start}")
-        before = read_weights(out).metadata["training"]
-        # Files exported before the per-run record named one training set for all their runs.
-        stages = [{**s, "data": s.get("data", before.get("data"))} for s in before["stages"]] + stages
+        stages = read_weights(out).metadata["training"]["stages"] + stages
     weights = read_weights(_checkpoint(args.experiments[-1]), param_key=args.weights)
     model = model_from_weights(weights).eval()
     scale = scale_of(model)

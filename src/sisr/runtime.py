@@ -7,9 +7,9 @@ feature map of a 256x256 image is 9 MB, of a batch of 8 75 MB. Each of them is t
 the kernel zero-fills every 4 KiB page on first touch, which costs about as much as the convolution
 that writes it. :func:`reuse_freed_memory` keeps freed memory in the process for the next tensor
 instead, which makes eval and training of both networks markedly faster, batches most of all
-(``benchmarks/latency.py`` measures it; ``--no-reuse-freed-memory`` shows the difference). The price
-is that the process does not hand memory back to the system until it exits, which suits a command
-that upscales, evaluates or trains and then ends.
+(``benchmarks/latency.py`` measures it: its rows marked "glibc's default malloc" show the
+difference). The price is that the process does not hand memory back to the system until it
+exits, which suits a command that upscales, evaluates or trains and then ends.
 
 This is what PyTorch's CPU performance guide gets by preloading jemalloc or tcmalloc, done with the
 C library the process already has. The ``sisr`` command calls it at start; a Python program calls it
