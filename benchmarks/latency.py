@@ -43,63 +43,58 @@ from sisr.argtypes import positive_int
 from sisr.models import PRESETS, build, create_model
 from sisr.runtime import reuse_freed_memory
 
-# name -> (description, builder key, scale, LR size, batch, mode); every cell runs with
-# sisr.runtime.reuse_freed_memory(), as the sisr command does, except those in GLIBC_MALLOC.
-CELLS: dict[str, tuple[str, str, int, int, int, str]] = {
-    "mma-x2-64": ("MMA x2 (19.8M), 64x64", "mma", 2, 64, 1, "eval"),
-    "official-mma-x2-64": ("official MMA x2, reference scan, 64x64", "official-mma", 2, 64, 1, "eval"),
-    "mma-x2-256": ("MMA x2 (19.8M), 256x256", "mma", 2, 256, 1, "eval"),
-    "mma-small-x4-256": ("MMA x4, num_feat 48, 6 blocks, 256x256", "mma-small", 4, 256, 1, "eval"),
-    "seemore-t-x4-256": ("SeemoRe-T x4, 256x256", "seemore-t", 4, 256, 1, "eval"),
-    "seemore-b-x4-256": ("SeemoRe-B x4, 256x256", "seemore-b", 4, 256, 1, "eval"),
-    "seemore-l-x4-256": ("SeemoRe-L x4, 256x256", "seemore-l", 4, 256, 1, "eval"),
-    "seemore-t-x4-256-b8": ("SeemoRe-T x4, 256x256, batch 8", "seemore-t", 4, 256, 8, "eval"),
-    "seemore-t-x4-256-8x1": ("SeemoRe-T x4, 256x256, 8 images one by one", "seemore-t", 4, 256, 8, "serial"),
-    "seemore-t-x4-256-b8-glibc": (
-        "SeemoRe-T x4, 256x256, batch 8, glibc's default malloc",
-        "seemore-t",
-        4,
-        256,
-        8,
-        "eval",
-    ),
-    "seemore-t-x4-256-8x1-glibc": (
-        "SeemoRe-T x4, 256x256, 8 images one by one, glibc's default malloc",
-        "seemore-t",
-        4,
-        256,
-        8,
-        "serial",
-    ),
-    "seemore-b-x4-256-b8": ("SeemoRe-B x4, 256x256, batch 8", "seemore-b", 4, 256, 8, "eval"),
-    "seemore-l-x4-256-b8": ("SeemoRe-L x4, 256x256, batch 8", "seemore-l", 4, 256, 8, "eval"),
-    "seemore-t-x4-train": ("SeemoRe-T x4 training step, 8x64x64", "seemore-t", 4, 64, 8, "train"),
-    "seemore-t-x4-train-glibc": (
-        "SeemoRe-T x4 training step, 8x64x64, glibc's default malloc",
-        "seemore-t",
-        4,
-        64,
-        8,
-        "train",
-    ),
-    "official-seemore-t-x4-train": (
-        "official SeemoRe-T x4 training step, 8x64x64",
-        "official-seemore-t",
-        4,
-        64,
-        8,
-        "train",
-    ),
-}
+Cell = tuple[str, str, int, int, int, str]  # (description, builder key, scale, LR size, batch, mode)
+# Cells that run a second time with glibc's default malloc ("<name>-glibc"), to show what
+# sisr.runtime.reuse_freed_memory() buys.
+GLIBC_TWINS = ("seemore-t-x4-256-b8", "seemore-t-x4-256-8x1", "seemore-t-x4-train")
+
+
+def _with_glibc_twins(cells: dict[str, Cell]) -> dict[str, Cell]:
+    """``cells`` with each of GLIBC_TWINS followed by its glibc-malloc twin."""
+    out: dict[str, Cell] = {}
+    for name, (label, key, scale, size, batch, mode) in cells.items():
+        out[name] = (label, key, scale, size, batch, mode)
+        if name in GLIBC_TWINS:
+            out[f"{name}-glibc"] = (f"{label}, glibc's default malloc", key, scale, size, batch, mode)
+    return out
+
+
+# Every cell runs with sisr.runtime.reuse_freed_memory(), as the sisr command does, except those in
+# GLIBC_MALLOC.
+CELLS: dict[str, Cell] = _with_glibc_twins(
+    {
+        "mma-x2-64": ("MMA x2 (19.8M), 64x64", "mma", 2, 64, 1, "eval"),
+        "official-mma-x2-64": ("official MMA x2, reference scan, 64x64", "official-mma", 2, 64, 1, "eval"),
+        "mma-x2-256": ("MMA x2 (19.8M), 256x256", "mma", 2, 256, 1, "eval"),
+        "mma-small-x4-256": ("MMA x4, num_feat 48, 6 blocks, 256x256", "mma-small", 4, 256, 1, "eval"),
+        "seemore-t-x4-256": ("SeemoRe-T x4, 256x256", "seemore-t", 4, 256, 1, "eval"),
+        "seemore-b-x4-256": ("SeemoRe-B x4, 256x256", "seemore-b", 4, 256, 1, "eval"),
+        "seemore-l-x4-256": ("SeemoRe-L x4, 256x256", "seemore-l", 4, 256, 1, "eval"),
+        "seemore-t-x4-256-b8": ("SeemoRe-T x4, 256x256, batch 8", "seemore-t", 4, 256, 8, "eval"),
+        "seemore-t-x4-256-8x1": (
+            "SeemoRe-T x4, 256x256, 8 images one by one",
+            "seemore-t",
+            4,
+            256,
+            8,
+            "serial",
+        ),
+        "seemore-b-x4-256-b8": ("SeemoRe-B x4, 256x256, batch 8", "seemore-b", 4, 256, 8, "eval"),
+        "seemore-l-x4-256-b8": ("SeemoRe-L x4, 256x256, batch 8", "seemore-l", 4, 256, 8, "eval"),
+        "seemore-t-x4-train": ("SeemoRe-T x4 training step, 8x64x64", "seemore-t", 4, 64, 8, "train"),
+        "official-seemore-t-x4-train": (
+            "official SeemoRe-T x4 training step, 8x64x64",
+            "official-seemore-t",
+            4,
+            64,
+            8,
+            "train",
+        ),
+    }
+)
 # The official code runs as its own scripts do, with the C library's allocator left as it is.
 GLIBC_MALLOC = frozenset(
-    {
-        "official-mma-x2-64",
-        "official-seemore-t-x4-train",
-        "seemore-t-x4-256-b8-glibc",
-        "seemore-t-x4-256-8x1-glibc",
-        "seemore-t-x4-train-glibc",
-    }
+    {"official-mma-x2-64", "official-seemore-t-x4-train", *(f"{name}-glibc" for name in GLIBC_TWINS)}
 )
 QUICK = ("mma-x2-64", "official-mma-x2-64", "seemore-t-x4-256", "seemore-t-x4-256-b8", "seemore-t-x4-256-8x1")
 
@@ -230,30 +225,13 @@ def main() -> None:
         ("MMA x2 64x64, official with reference scan / sisr", "official-mma-x2-64", "mma-x2-64", 10.0),
         ("SeemoRe-T x4 batch 8: one by one / batched", "seemore-t-x4-256-8x1", "seemore-t-x4-256-b8", 2.0),
         (
-            "SeemoRe-T x4 batch 8: glibc's malloc / reused memory",
-            "seemore-t-x4-256-b8-glibc",
-            "seemore-t-x4-256-b8",
-            None,
-        ),
-        (
-            "SeemoRe-T x4 8 images one by one: glibc's malloc / reused memory",
-            "seemore-t-x4-256-8x1-glibc",
-            "seemore-t-x4-256-8x1",
-            None,
-        ),
-        (
-            "SeemoRe-T x4 training step: glibc's malloc / reused memory",
-            "seemore-t-x4-train-glibc",
-            "seemore-t-x4-train",
-            None,
-        ),
-        (
             "SeemoRe-T x4 training step: official / sisr",
             "official-seemore-t-x4-train",
             "seemore-t-x4-train",
             1.0,
         ),
     ]
+    ratios += [(f"{CELLS[n][0]}: glibc's malloc / reused memory", f"{n}-glibc", n, None) for n in GLIBC_TWINS]
     for label, slow, fast, target in ratios:
         if slow in results and fast in results:
             ratio = results[slow]["ms"] / results[fast]["ms"]

@@ -342,3 +342,22 @@ def test_hard_subimages_lists_those_bicubic_restores_worst(tmp_path: Path) -> No
     assert read_meta_info(tmp_path / "meta_info.txt") == ["b_texture.png", "d_texture.png"]
     with pytest.raises(ValueError, match="fraction"):
         bt.hard_subimages(hr_dir, tmp_path / "lr_sub" / "X4", scale=4, fraction=0.0)
+
+
+def test_workers_option_reaches_the_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_build(**kwargs: object) -> dict[str, object]:
+        seen.update(kwargs)
+        return {"kept": 0, "dropped": 0, "subimages": 0, "lr_images": 0, "licenses": []}
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(bt, "build", fake_build)
+    assert bt.main(["--work", "w", "--out", "o", "--workers", "3"]) == 0
+    assert seen["workers"] == 3
+    assert bt.main(["--work", "w", "--out", "o"]) == 0
+    assert seen["workers"] == 1
+    seen.clear()
+    with pytest.raises(SystemExit):
+        bt.main(["--work", "w", "--out", "o", "--workers", "0"])
+    assert seen == {}
