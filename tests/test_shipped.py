@@ -5,6 +5,7 @@ bicubic on held-out photographs, and the commands that use them (``sisr upscale`
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from sisr import checkpoint
 from sisr.checkpoint import choose_model, save_safetensors, shipped_model_info, shipped_models
 from sisr.cli import main
 from sisr.errors import SisrError
-from sisr.heldout import PHOTOS, bicubic_up, lr_of, measure, photo
+from sisr.heldout import PHOTOS, bicubic_up, lr_of, mean_quality, measure, measure_each, photo
 from sisr.imageio import read_image, write_image
 from sisr.metrics import modcrop, psnr
 from sisr.models import arch_of, create_model, scale_of
@@ -88,6 +89,20 @@ def test_recorded_quality_is_what_is_measured(name: str) -> None:
     recorded = dict(info.quality)
     assert measured.pop("photos") == recorded.pop("photos") == list(PHOTOS)
     assert measured == pytest.approx(recorded, abs=1e-4)
+
+
+def test_per_photograph_scores_and_their_mean() -> None:
+    model = sisr.load_model("seemore-t-x4")
+    each = measure_each(model, 4, ["chelsea", "rocket"])
+    assert [q.photos for q in each] == [("chelsea",), ("rocket",)]
+    hr = modcrop(photo("rocket"), 4)
+    assert each[1].bicubic_psnr_y == psnr(bicubic_up(lr_of(hr, 4), 4), hr, crop_border=4, y_channel=True)
+    whole = measure(model, 4, ["chelsea", "rocket"])
+    assert whole.photos == ("chelsea", "rocket")
+    assert whole.psnr_y == pytest.approx((each[0].psnr_y + each[1].psnr_y) / 2, abs=1e-12)
+    assert whole.bicubic_ssim_y == pytest.approx((each[0].bicubic_ssim_y + each[1].bicubic_ssim_y) / 2)
+    with pytest.raises(ValueError, match="one scale"):
+        mean_quality([each[0], dataclasses.replace(each[1], scale=2)])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sisr.imresize import imresize
 from sisr.inference import upscale
 from sisr.metrics import modcrop, psnr, ssim
 
-__all__ = ["PHOTOS", "Quality", "bicubic_up", "lr_of", "measure", "photo"]
+__all__ = ["PHOTOS", "Quality", "bicubic_up", "lr_of", "mean_quality", "measure", "measure_each", "photo"]
 
 PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble_deep_field")
 
@@ -87,6 +87,30 @@ def bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
     return _to_uint8(imresize(lr.astype(np.float32) / 255.0, float(scale)))
 
 
+def measure_each(model: nn.Module, scale: int, photos: tuple[str, ...] | list[str] = PHOTOS) -> list[Quality]:
+    """Evaluates ``model`` and bicubic at ``scale`` on each held-out photograph on its own.
+
+    Args:
+        model: A network mapping (B, 3, H, W) in [0, 1] to (B, 3, scale*H, scale*W).
+        scale: Its scale factor.
+        photos: Names from ``PHOTOS``.
+
+    Returns:
+        One ``Quality`` per photograph, in the order of ``photos``.
+    """
+    each = []
+    for name in photos:
+        hr = modcrop(photo(name), scale)
+        lr = lr_of(hr, scale)
+        scores = []
+        for out in (bicubic_up(lr, scale), upscale(model, lr)):
+            kw = dict(crop_border=scale, y_channel=True)
+            scores.append((psnr(out, hr, **kw), ssim(out, hr, **kw)))
+        (b_psnr, b_ssim), (n_psnr, n_ssim) = scores
+        each.append(Quality((name,), scale, n_psnr, n_ssim, b_psnr, b_ssim))
+    return each
+
+
 def measure(model: nn.Module, scale: int, photos: tuple[str, ...] | list[str] = PHOTOS) -> Quality:
     """Evaluates ``model`` and bicubic at ``scale`` on held-out photographs.
 
@@ -96,14 +120,15 @@ def measure(model: nn.Module, scale: int, photos: tuple[str, ...] | list[str] = 
         photos: Names from ``PHOTOS``.
 
     Returns:
-        The mean scores of the model and of bicubic.
+        The mean scores of the model and of bicubic over the photographs.
     """
-    bic, net = [], []
-    for name in photos:
-        hr = modcrop(photo(name), scale)
-        lr = lr_of(hr, scale)
-        for out, store in ((bicubic_up(lr, scale), bic), (upscale(model, lr), net)):
-            kw = dict(crop_border=scale, y_channel=True)
-            store.append((psnr(out, hr, **kw), ssim(out, hr, **kw)))
-    b, n = np.mean(bic, axis=0), np.mean(net, axis=0)
-    return Quality(tuple(photos), scale, float(n[0]), float(n[1]), float(b[0]), float(b[1]))
+    return mean_quality(measure_each(model, scale, photos))
+
+
+def mean_quality(each: list[Quality]) -> Quality:
+    """The mean of per-photograph scores at one scale (as ``measure`` returns)."""
+    if not each or len({q.scale for q in each}) != 1:
+        raise ValueError("mean_quality needs scores at one scale")
+    cols = np.mean([(q.psnr_y, q.ssim_y, q.bicubic_psnr_y, q.bicubic_ssim_y) for q in each], axis=0)
+    photos = tuple(name for q in each for name in q.photos)
+    return Quality(photos, each[0].scale, float(cols[0]), float(cols[1]), float(cols[2]), float(cols[3]))
