@@ -62,7 +62,7 @@ def test_loads_by_name_with_its_recorded_history(name: str) -> None:
     assert not model.training
 
     training = checkpoint.read_weights(info.path).metadata["training"]
-    assert training["weights"] == ("params" if name == "mma-s-x4" else "EMA")  # see the README
+    assert training["weights"] == "EMA"
     assert training["iterations"] == sum(s["iterations"] for s in training["stages"]) > 0
     last = training["stages"][-1]["config"]
     assert last["network_g"]["type"].lower() == info.arch
