@@ -52,10 +52,10 @@ GLIBC_TWINS = ("seemore-t-x4-256-b8", "seemore-t-x4-256-8x1", "seemore-t-x4-trai
 def _with_glibc_twins(cells: dict[str, Cell]) -> dict[str, Cell]:
     """``cells`` with each of GLIBC_TWINS followed by its glibc-malloc twin."""
     out: dict[str, Cell] = {}
-    for name, (label, key, scale, size, batch, mode) in cells.items():
-        out[name] = (label, key, scale, size, batch, mode)
+    for name, cell in cells.items():
+        out[name] = cell
         if name in GLIBC_TWINS:
-            out[f"{name}-glibc"] = (f"{label}, glibc's default malloc", key, scale, size, batch, mode)
+            out[f"{name}-glibc"] = (f"{cell[0]}, glibc's default malloc", *cell[1:])
     return out
 
 

@@ -98,16 +98,14 @@ def measure_each(model: nn.Module, scale: int, photos: tuple[str, ...] | list[st
     Returns:
         One ``Quality`` per photograph, in the order of ``photos``.
     """
+    kw = dict(crop_border=scale, y_channel=True)
     each = []
     for name in photos:
         hr = modcrop(photo(name), scale)
         lr = lr_of(hr, scale)
-        scores = []
-        for out in (bicubic_up(lr, scale), upscale(model, lr)):
-            kw = dict(crop_border=scale, y_channel=True)
-            scores.append((psnr(out, hr, **kw), ssim(out, hr, **kw)))
-        (b_psnr, b_ssim), (n_psnr, n_ssim) = scores
-        each.append(Quality((name,), scale, n_psnr, n_ssim, b_psnr, b_ssim))
+        bic, net = bicubic_up(lr, scale), upscale(model, lr)
+        scores = (psnr(net, hr, **kw), ssim(net, hr, **kw), psnr(bic, hr, **kw), ssim(bic, hr, **kw))
+        each.append(Quality((name,), scale, *scores))
     return each
 
 
