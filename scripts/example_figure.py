@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from sisr.checkpoint import load_model
+from sisr.data.images import write_image
 from sisr.heldout import bicubic_up, lr_of, photo
-from sisr.imageio import write_image
 from sisr.inference import upscale
 from sisr.metrics import modcrop
 from sisr.models import scale_of

@@ -315,7 +315,7 @@ def test_scaled_copies_are_named_by_percent_and_skip_small_ones() -> None:
 
 
 def test_hard_subimages_lists_those_bicubic_restores_worst(tmp_path: Path) -> None:
-    from sisr.data import read_meta_info
+    from sisr.data.datasets import read_meta_info
     from sisr.prepare import make_lr
 
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 
 import sisr
 from sisr.cli import main
-from sisr.imageio import read_image, write_image
+from sisr.data.images import read_image, write_image
 from sisr.models import create_model
 
 

@@ -1,4 +1,4 @@
-"""Tests for sisr.data: pairing, aligned crops, augmentation, LR on the fly, skipping and loading order."""
+"""sisr.data.datasets: pairing, aligned crops, augmentation, LR on the fly, skipping and loading order."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from sisr.data import (
+from sisr.data.datasets import (
     GTOnlyDataset,
     InfiniteLoader,
     PairedImageDataset,

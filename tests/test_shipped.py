@@ -16,9 +16,9 @@ import sisr
 from sisr import checkpoint
 from sisr.checkpoint import choose_model, save_safetensors, shipped_model_info, shipped_models
 from sisr.cli import main
+from sisr.data.images import read_image, write_image
 from sisr.errors import SisrError
 from sisr.heldout import PHOTOS, bicubic_up, lr_of, mean_quality, measure, measure_each, photo
-from sisr.imageio import read_image, write_image
 from sisr.metrics import modcrop, psnr
 from sisr.models import arch_of, create_model, scale_of
 from sisr.models.mma import MMA

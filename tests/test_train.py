@@ -489,7 +489,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_only_rank0_writes(images: Pat
     records = _records(exp)
     assert [r["iter"] for r in records] == [3, 6, 6]  # one log, not one per rank
     # Validation is sharded over the ranks (4 images, 2 each) and gives the number of a single process.
-    from sisr.data import PairedImageDataset
+    from sisr.data.datasets import PairedImageDataset
     from sisr.evaluate import MetricSpec, evaluate_dataset
 
     dataset = PairedImageDataset(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sisr import __version__, evaluate, prepare, train
 from sisr.argtypes import non_negative_int, positive_int
+from sisr.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, format_for_path, read_image, write_image
 from sisr.errors import SisrError
-from sisr.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, format_for_path, read_image, write_image
 from sisr.runtime import reuse_freed_memory
 
 __all__ = ["main"]

@@ -76,7 +76,7 @@ class MetricSpec:
 
 def _read_rgb(path: Path) -> np.ndarray:
     """``(H, W, 3)`` float32 in ``[0, 1]``: gray replicated, alpha dropped, 16 bits scaled by 65535."""
-    from sisr.imageio import read_image
+    from sisr.data.images import read_image
 
     pixels = read_image(path).pixels
     top = np.float32(65535.0 if pixels.dtype == np.uint16 else 255.0)
@@ -96,7 +96,7 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 
 def _list(folder: Path, what: str) -> list[Path]:
-    from sisr.data import list_images
+    from sisr.data.datasets import list_images
 
     return list_images(folder, what=what)
 
@@ -339,8 +339,9 @@ def evaluate_dataset(
         model: Maps (B, 3, h, w) in [0, 1] to (B, 3, scale*h, scale*w); call ``.eval()`` first.
         dataset: Whole-image samples ``{"lq", "gt"}`` (``(3, h, w)`` / ``(3, H, W)`` floats in [0, 1])
             and ``"gt_path"`` or ``"lq_path"`` naming the image, e.g. :class:`BenchmarkFolder` or
-            :class:`sisr.data.PairedImageDataset` with ``gt_size=None``. A ``lq_size(index)`` method, if
-            present, lets images of equal size be batched together whatever their order.
+            :class:`~sisr.data.datasets.PairedImageDataset` with ``gt_size=None``. A
+            ``lq_size(index)`` method, if present, lets images of equal size be batched together
+            whatever their order.
         scale: Upscaling factor of the model.
         crop_border: Border removed before scoring; None means ``scale``.
         y_channel: Score the BT.601 luma only (as the papers do).
@@ -365,7 +366,7 @@ def evaluate_dataset(
     Raises:
         SisrError: Bad options, an empty dataset, or an output whose size is not ``scale`` times its input.
     """
-    from sisr.imageio import write_image
+    from sisr.data.images import write_image
     from sisr.inference import upscale_tensor
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -732,7 +733,7 @@ def _load_for_config(config: Any, device: str) -> nn.Module:
 
 
 def _config_dataset(key: str, entry: Any, scale: int) -> Dataset:
-    from sisr.data import PairedImageDataset
+    from sisr.data.datasets import PairedImageDataset
 
     if entry.type == "PairedImageDataset":
         if entry.io_backend.type == "disk" and entry.meta_info_file is None:

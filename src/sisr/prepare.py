@@ -5,8 +5,9 @@ The usual DIV2K / DF2K pipeline of BasicSR, without OpenCV or MATLAB:
 1. ``sisr prepare lr HR_DIR OUT_DIR --scales 2 3 4`` writes ``OUT_DIR/X{s}/{name}x{s}.png``: each HR
    image mod-cropped to a multiple of ``s`` and shrunk with MATLAB's bicubic ``imresize`` (antialiased),
    rounded as MATLAB's ``im2uint8`` does. The mod-cropped HR images are *not* written: the datasets and
-   the evaluation mod-crop GT images themselves (:class:`~sisr.data.PairedImageDataset` accepts a GT up
-   to ``scale - 1`` pixels larger than ``scale`` times its LR), so ``HR_DIR`` serves as GT as it is.
+   the evaluation mod-crop GT images themselves (:class:`~sisr.data.datasets.PairedImageDataset`
+   accepts a GT up to ``scale - 1`` pixels larger than ``scale`` times its LR), so ``HR_DIR`` serves
+   as GT as it is.
 2. ``sisr prepare subimages IN_DIR OUT_DIR --crop-size 480 --step 240`` cuts every image into
    overlapping ``crop_size`` squares ``{name}_s{index:03d}.png`` (BasicSR's ``extract_subimages.py``;
    run it on the HR folder with 480/240 and on ``X{s}`` with ``480/s`` / ``240/s`` so the tiles match).
@@ -118,7 +119,7 @@ def _write_png(image: Image.Image, path: Path, *, compress_level: int) -> None:
 
 def _list_images(folder: str | os.PathLike[str], *, what: str) -> list[Path]:
     # sisr.data (and torch) is imported here, in the parent only: pool workers stay light.
-    from sisr.data import list_images
+    from sisr.data.datasets import list_images
 
     return list_images(folder, what=what)
 
@@ -327,7 +328,7 @@ def make_lmdb(
     Layout: ``out_path/data.mdb`` (+ ``lock.mdb``) maps the key ``name`` (file name without extension)
     to the PNG-encoded image, and ``out_path/meta_info.txt`` has one line ``name.png (h,w,c) level`` per
     image, in sorted order (``c`` is 1 for gray, 3 for RGB, 4 for RGBA). Read it with
-    ``io_backend="lmdb"`` in :mod:`sisr.data` or with BasicSR.
+    ``io_backend="lmdb"`` in :mod:`sisr.data.datasets` or with BasicSR.
 
     Args:
         in_dir: Folder of images (not scanned recursively).
@@ -342,7 +343,7 @@ def make_lmdb(
         SisrError: If ``lmdb`` is not installed, the output exists or is misnamed, two images share a
             name, an image is unreadable, or the input folder is missing or empty.
     """
-    from sisr.data import _import_lmdb
+    from sisr.data.datasets import _import_lmdb
 
     lmdb = _import_lmdb()
     compress_level = _check_int("compress_level", compress_level, minimum=0)

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from sisr import imageio
+from sisr.data import images as imageio
+from sisr.data.images import format_for_path, read_image, write_image
 from sisr.errors import SisrError
-from sisr.imageio import format_for_path, read_image, write_image
 
 # ----------------------------------------------------------------------------------------------------
 # Round trips
