@@ -25,6 +25,7 @@ Formats follow the file extension when writing:
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "Image",
+    "decode_image",
     "format_for_path",
     "read_image",
     "write_image",
@@ -122,20 +124,42 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         raise SisrError(f"{name}: no such file")
     if os.path.isdir(name):
         raise SisrError(f"{name}: is a directory, not an image file")
-    if os.path.getsize(name) == 0:
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SisrError(f"{name}: cannot read: {_one_line(e)}") from None
+    return decode_image(data, name, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Decodes an encoded image held in memory (an LMDB value, say) exactly as :func:`read_image` does.
+
+    Args:
+        data: The bytes of a PNG, JPEG, WebP, BMP or TIFF file.
+        name: What to call the image in error messages.
+        max_pixels: Largest accepted width * height, checked from the header before decoding.
+
+    Returns:
+        The upright image.
+
+    Raises:
+        SisrError: As :func:`read_image`.
+    """
+    if not data:
         raise SisrError(f"{name}: file is empty")
     try:
         # Pillow warns (and above twice its limit raises) about large images; our own check replaces it.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(name, formats=_READ_FORMATS) as im:
+            with PILImage.open(io.BytesIO(data), formats=_READ_FORMATS) as im:
                 width, height = im.size
                 if width * height > max_pixels:
                     raise SisrError(
                         f"{name}: image is {width}x{height} = {width * height} pixels, more than the "
                         f"limit of {max_pixels} (a decompression bomb?)"
                     )
-                pixels = _decode(im, name)
+                pixels = _decode(im, data, name)
                 orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
                 file_format = im.format or "unknown"
     except SisrError:
@@ -215,16 +239,15 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, *, format: str
 # Reading
 
 
-def _decode(im: PILImage.Image, name: str) -> np.ndarray:
-    """Fully decodes an opened Pillow image into an (H, W, C) uint8/uint16 array."""
+def _decode(im: PILImage.Image, data: bytes, name: str) -> np.ndarray:
+    """Fully decodes an opened Pillow image (of the file ``data``) into an (H, W, C) uint8/uint16 array."""
     if im.format == "PNG":
-        with open(name, "rb") as f:
-            header = f.read(33)
+        header = data[:33]
         # IHDR is the first chunk: width, height, bit depth, colour type, compression, filter, interlace.
         if header[:8] == _PNG_SIGNATURE and header[12:16] == b"IHDR":
             bit_depth, colour_type, interlace = header[24], header[25], header[28]
             if bit_depth == 16 and colour_type in (2, 4, 6):
-                return _read_png16_colour(name, im.size, colour_type, interlace)
+                return _read_png16_colour(data, name, im.size, colour_type, interlace)
     im.load()
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
@@ -250,10 +273,10 @@ def _decode(im: PILImage.Image, name: str) -> np.ndarray:
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def _read_png16_colour(name: str, size: tuple[int, int], colour_type: int, interlace: int) -> np.ndarray:
+def _read_png16_colour(
+    data: bytes, name: str, size: tuple[int, int], colour_type: int, interlace: int
+) -> np.ndarray:
     """Decodes a 16-bit RGB, RGBA or gray+alpha PNG, which Pillow would reduce to 8 bits."""
-    with open(name, "rb") as f:
-        data = f.read()
     idat = []
     pos = len(_PNG_SIGNATURE)
     while True:
