@@ -1,4 +1,4 @@
-"""The fast selective scans (fused C++ kernel, chunked PyTorch) against the reference loop.
+"""The fast selective scans (fused C++ kernel, chunked PyTorch, the dispatch) against the reference loop.
 
 Relative error of a tensor ``a`` against the reference ``b`` is ``max|a - b| / max|b|`` (the absolute
 error when ``b`` is all zeros, e.g. dA at L=1). Outputs and all gradients must agree to 1e-5 in float32.
@@ -14,17 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sisr.ops import chunked, fused
-from sisr.ops.chunked import selective_scan_chunked
-from sisr.ops.fused import (
+from sisr.ops import (
     ScanInputs,
+    _chunked,
+    _fused,
     fused_available,
+    selective_scan,
     selective_scan_bidirectional,
-    selective_scan_bidirectional_fast,
-    selective_scan_fast,
-    selective_scan_fused,
+    selective_scan_bidirectional_ref,
+    selective_scan_ref,
 )
-from sisr.ops.scan import selective_scan_ref
+
+# The module (``sisr.ops.selective_scan`` the attribute is the function of the same name).
+dispatch = importlib.import_module("sisr.ops.selective_scan")
+selective_scan_fused = _fused.selective_scan
+selective_scan_chunked = _chunked.selective_scan
 
 needs_kernel = pytest.mark.skipif(
     not fused_available(),
@@ -148,12 +152,6 @@ def test_non_contiguous_inputs(fn) -> None:
     assert_matches(fn, strided, True, False)
 
 
-def reference_bidirectional(f: ScanInputs, b: ScanInputs, z: Tensor | None, softplus: bool) -> Tensor:
-    y_f = selective_scan_ref(*f[:6], z, f.delta_bias, softplus)
-    y_b = selective_scan_ref(*b[:6], z, b.delta_bias, softplus, reverse=True)
-    return y_f + y_b
-
-
 def two_directions(with_extras: bool) -> tuple[ScanInputs, ScanInputs, Tensor | None]:
     xf, xb = make_inputs(length=70, seed=1), make_inputs(length=70, seed=2)
 
@@ -179,8 +177,8 @@ def test_bidirectional_matches_two_reference_scans(with_extras: bool) -> None:
         pad = () if with_extras else (None, None)
         return ScanInputs(*ts[:k], *pad), ScanInputs(*ts[k : 2 * k], *pad), ts[2 * k] if with_extras else None
 
-    out = selective_scan_bidirectional(*unpack(leaves), softplus)
-    ref = reference_bidirectional(*unpack(ref_leaves), softplus)
+    out = _fused.selective_scan_bidirectional(*unpack(leaves), softplus)
+    ref = selective_scan_bidirectional_ref(*unpack(ref_leaves), softplus)
     assert rel_err(out, ref) <= TOL
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
     grads = torch.autograd.grad((out * weight).sum(), leaves)
@@ -189,19 +187,59 @@ def test_bidirectional_matches_two_reference_scans(with_extras: bool) -> None:
     assert max(errors) <= TOL, errors
 
 
-def test_bidirectional_fast_without_kernel_matches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "fused_available", lambda: False)
+def test_bidirectional_dispatch_without_kernel_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fused, "available", lambda: False)
     f, b, z = two_directions(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = selective_scan_bidirectional_fast(f, b, z, True)
-    assert rel_err(out, reference_bidirectional(f, b, z, True)) <= TOL
+        out = selective_scan_bidirectional(f, b, z, True)
+    assert rel_err(out, selective_scan_bidirectional_ref(f, b, z, True)) <= TOL
+
+
+@needs_kernel
+def test_bidirectional_dispatch_uses_one_fused_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> Tensor:
+        raise AssertionError("one-direction path used although the kernel is available")
+
+    monkeypatch.setattr(_chunked, "selective_scan", boom)
+    monkeypatch.setattr(_fused, "selective_scan", boom)
+    f, b, z = two_directions(True)
+    assert (
+        rel_err(selective_scan_bidirectional(f, b, z, True), selective_scan_bidirectional_ref(f, b, z, True))
+        <= TOL
+    )
+
+
+def test_bidirectional_ref_gates_the_sum_once() -> None:
+    # The reference gates each direction; that is (y_f + y_b) * silu(z), as Vim computes it.
+    f, b, z = two_directions(True)
+    assert z is not None
+    y_f = selective_scan_ref(*f[:6], None, f.delta_bias, True)
+    y_b = selective_scan_ref(*b[:6], None, b.delta_bias, True, reverse=True)
+    assert rel_err(selective_scan_bidirectional_ref(f, b, z, True), (y_f + y_b) * F.silu(z)) <= TOL
+    assert rel_err(selective_scan_bidirectional_ref(f, b, None, True), y_f + y_b) <= TOL
+
+
+def test_public_names() -> None:
+    import sisr
+    import sisr.ops
+
+    assert set(sisr.ops.__all__) == {
+        "ScanInputs",
+        "fused_available",
+        "selective_scan",
+        "selective_scan_bidirectional",
+        "selective_scan_bidirectional_ref",
+        "selective_scan_ref",
+    }
+    assert sisr.selective_scan is sisr.ops.selective_scan is dispatch.selective_scan
+    assert callable(sisr.ops.selective_scan)
 
 
 @needs_kernel
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradcheck_float64(reverse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "_CHUNK", 4)  # 11 positions = three checkpoint chunks, the last ragged
+    monkeypatch.setattr(_fused, "_CHUNK", 4)  # 11 positions = three checkpoint chunks, the last ragged
     x = make_inputs(batch=2, d=3, length=11, n=5, dtype=torch.float64, seed=3)
     leaves = [x[k].clone().requires_grad_() for k in NAMES]
 
@@ -213,7 +251,7 @@ def test_gradcheck_float64(reverse: bool, monkeypatch: pytest.MonkeyPatch) -> No
 
 @needs_kernel
 def test_gradcheck_bidirectional_float64(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "_CHUNK", 4)
+    monkeypatch.setattr(_fused, "_CHUNK", 4)
     xf = make_inputs(batch=1, d=2, length=9, n=3, dtype=torch.float64, seed=4)
     xb = make_inputs(batch=1, d=2, length=9, n=3, dtype=torch.float64, seed=5)
     keys = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -221,7 +259,9 @@ def test_gradcheck_bidirectional_float64(monkeypatch: pytest.MonkeyPatch) -> Non
     z = xf["z"].clone().requires_grad_()
 
     def f(*args: Tensor) -> Tensor:
-        return selective_scan_bidirectional(ScanInputs(*args[:7]), ScanInputs(*args[7:14]), args[14], True)
+        return _fused.selective_scan_bidirectional(
+            ScanInputs(*args[:7]), ScanInputs(*args[7:14]), args[14], True
+        )
 
     assert torch.autograd.gradcheck(f, [*leaves, z], eps=1e-6, atol=1e-6, rtol=1e-5)
 
@@ -232,8 +272,8 @@ def test_every_built_instruction_set_is_correct() -> None:
     x = make_inputs(length=100)
     ref = selective_scan_ref(*(x[k] for k in NAMES), True)
     tested = 0
-    for name in fused._module_names():
-        module = fused._load(name)
+    for name in _fused._module_names():
+        module = _fused._load(name)
         if module is None:
             continue
         out, *_ = module.fwd(
@@ -271,24 +311,24 @@ def test_kernel_rejects_bad_shapes() -> None:
 
 
 @needs_kernel
-def test_fast_dispatches_to_fused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dispatch_uses_fused(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> Tensor:
         raise AssertionError("chunked path used although the kernel is available")
 
-    monkeypatch.setattr(fused, "selective_scan_chunked", boom)
+    monkeypatch.setattr(_chunked, "selective_scan", boom)
     x = make_inputs(length=12)
-    out = selective_scan_fast(*(x[k] for k in NAMES), True, reverse=True)
+    out = selective_scan(*(x[k] for k in NAMES), True, reverse=True)
     assert rel_err(out, selective_scan_ref(*(x[k] for k in NAMES), True, reverse=True)) <= TOL
 
 
-def test_fast_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "fused_available", lambda: False)
-    fused._warn_fallback.cache_clear()
+def test_dispatch_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fused, "available", lambda: False)
+    dispatch._warn_fallback.cache_clear()
     x = make_inputs(length=12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out1 = selective_scan_fast(*(x[k] for k in NAMES), True)
-        out2 = selective_scan_fast(*(x[k] for k in NAMES), True, reverse=True)
+        out1 = selective_scan(*(x[k] for k in NAMES), True)
+        out2 = selective_scan(*(x[k] for k in NAMES), True, reverse=True)
     messages = [str(w.message) for w in caught if "compiled selective-scan kernel" in str(w.message)]
     assert len(messages) == 1 and "pip install --no-build-isolation" in messages[0]
     assert rel_err(out1, selective_scan_ref(*(x[k] for k in NAMES), True)) <= TOL
@@ -304,16 +344,16 @@ def test_fused_module_imports_without_kernel(monkeypatch: pytest.MonkeyPatch) ->
             raise ImportError(name)
         return real_import(name, *args)
 
-    fused._load.cache_clear()
-    fused._kernel.cache_clear()
+    _fused._load.cache_clear()
+    _fused._kernel.cache_clear()
     monkeypatch.setattr(importlib, "import_module", no_kernel)
     try:
         assert not fused_available()
         with pytest.raises(RuntimeError, match="not available"):
             selective_scan_fused(*(make_inputs(length=4)[k] for k in ("u", "delta", "A", "B", "C")))
     finally:
-        fused._load.cache_clear()
-        fused._kernel.cache_clear()
+        _fused._load.cache_clear()
+        _fused._kernel.cache_clear()
 
 
 def test_chunked_grouped_b_c_and_segments() -> None:
@@ -325,7 +365,7 @@ def test_chunked_grouped_b_c_and_segments() -> None:
     ref = selective_scan_ref(*args)
     assert rel_err(selective_scan_chunked(*args), ref) <= TOL
     # Several segments and a ragged last chunk.
-    assert rel_err(chunked.selective_scan_chunked(*args, chunk=4, segment=12), ref) <= TOL
+    assert rel_err(selective_scan_chunked(*args, chunk=4, segment=12), ref) <= TOL
 
 
 def test_softplus_threshold_region() -> None:
@@ -363,7 +403,7 @@ def test_fused_many_channels(threads: int) -> None:
         assert_matches(selective_scan_fused, x, True, False)
         fwd = ScanInputs(*(x[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")))
         bwd = fwd._replace(u=fwd.u.flip(-1), delta=fwd.delta.roll(3, -1), B=fwd.C, C=fwd.B)
-        out = selective_scan_bidirectional(fwd, bwd, x["z"], True)
+        out = _fused.selective_scan_bidirectional(fwd, bwd, x["z"], True)
         ref = selective_scan_ref(*fwd[:6], None, fwd.delta_bias, True) + selective_scan_ref(
             *bwd[:6], None, bwd.delta_bias, True, reverse=True
         )
