@@ -66,7 +66,7 @@ CELLS: dict[str, Cell] = _with_glibc_twins(
         "mma-x2-64": ("MMA x2 (19.8M), 64x64", "mma", 2, 64, 1, "eval"),
         "official-mma-x2-64": ("official MMA x2, reference scan, 64x64", "official-mma", 2, 64, 1, "eval"),
         "mma-x2-256": ("MMA x2 (19.8M), 256x256", "mma", 2, 256, 1, "eval"),
-        "mma-small-x4-256": ("MMA x4, num_feat 48, 6 blocks, 256x256", "mma-s", 4, 256, 1, "eval"),
+        "mma-small-x4-256": ("mma-s x4 (num_feat 48, 6 blocks), 256x256", "mma-s", 4, 256, 1, "eval"),
         "seemore-t-x4-256": ("SeemoRe-T x4, 256x256", "seemore-t", 4, 256, 1, "eval"),
         "seemore-b-x4-256": ("SeemoRe-B x4, 256x256", "seemore-b", 4, 256, 1, "eval"),
         "seemore-l-x4-256": ("SeemoRe-L x4, 256x256", "seemore-l", 4, 256, 1, "eval"),
