@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from sisr.ops import selective_scan, selective_scan_ref
 
-# The module (``sisr.ops.selective_scan`` the attribute is the function of the same name).
+# The module itself: the attribute sisr.ops.selective_scan is the function of the same name.
 scan_module = importlib.import_module("sisr.ops.selective_scan")
 
 OPTION_NAMES = ("D", "z", "delta_bias", "delta_softplus")

@@ -25,10 +25,8 @@ from sisr.ops import (
     selective_scan_ref,
 )
 
-# The module (``sisr.ops.selective_scan`` the attribute is the function of the same name).
+# The module itself: the attribute sisr.ops.selective_scan is the function of the same name.
 dispatch = importlib.import_module("sisr.ops.selective_scan")
-selective_scan_fused = _fused.selective_scan
-selective_scan_chunked = _chunked.selective_scan
 
 needs_kernel = pytest.mark.skipif(
     not fused_available(),
@@ -105,8 +103,8 @@ OPTIONS = [  # (with_d, with_z, with_bias, softplus)
     (False, True, False, True),
 ]
 IMPLS = {
-    "fused": pytest.param(selective_scan_fused, marks=needs_kernel, id="fused"),
-    "chunked": pytest.param(selective_scan_chunked, id="chunked"),
+    "fused": pytest.param(_fused.selective_scan, marks=needs_kernel, id="fused"),
+    "chunked": pytest.param(_chunked.selective_scan, id="chunked"),
 }
 
 
@@ -244,7 +242,7 @@ def test_gradcheck_float64(reverse: bool, monkeypatch: pytest.MonkeyPatch) -> No
     leaves = [x[k].clone().requires_grad_() for k in NAMES]
 
     def f(*args: Tensor) -> Tensor:
-        return selective_scan_fused(*args, True, reverse=reverse)
+        return _fused.selective_scan(*args, True, reverse=reverse)
 
     assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
 
@@ -289,14 +287,14 @@ def test_every_built_instruction_set_is_correct() -> None:
 def test_dtypes_and_no_grad() -> None:
     x = make_inputs(length=20)
     with torch.no_grad():
-        out = selective_scan_fused(*(x[k] for k in NAMES), True)
+        out = _fused.selective_scan(*(x[k] for k in NAMES), True)
     assert out.dtype == torch.float32 and not out.requires_grad
-    half = selective_scan_fused(*(x[k].bfloat16() if k != "A" else x[k] for k in NAMES), True)
+    half = _fused.selective_scan(*(x[k].bfloat16() if k != "A" else x[k] for k in NAMES), True)
     assert half.dtype == torch.bfloat16
     ref = selective_scan_ref(*(x[k].bfloat16() if k != "A" else x[k] for k in NAMES), True)
     assert rel_err(half.float(), ref.float()) <= 1e-2
     x64 = {k: v.double() for k, v in x.items()}
-    out64 = selective_scan_fused(*(x64[k] for k in NAMES), True)
+    out64 = _fused.selective_scan(*(x64[k] for k in NAMES), True)
     assert out64.dtype == torch.float64
     assert rel_err(out64, selective_scan_ref(*(x64[k] for k in NAMES), True)) <= 1e-12
 
@@ -305,9 +303,9 @@ def test_dtypes_and_no_grad() -> None:
 def test_kernel_rejects_bad_shapes() -> None:
     x = make_inputs(length=10)
     with pytest.raises(RuntimeError, match="B has shape"):
-        selective_scan_fused(x["u"], x["delta"], x["A"], x["B"][:, :, :5], x["C"])
+        _fused.selective_scan(x["u"], x["delta"], x["A"], x["B"][:, :, :5], x["C"])
     with pytest.raises(ValueError, match="real A"):
-        selective_scan_fused(x["u"], x["delta"], x["A"], x["B"][:, None].repeat(1, 2, 1, 1), x["C"])
+        _fused.selective_scan(x["u"], x["delta"], x["A"], x["B"][:, None].repeat(1, 2, 1, 1), x["C"])
 
 
 @needs_kernel
@@ -350,7 +348,7 @@ def test_fused_module_imports_without_kernel(monkeypatch: pytest.MonkeyPatch) ->
     try:
         assert not fused_available()
         with pytest.raises(RuntimeError, match="not available"):
-            selective_scan_fused(*(make_inputs(length=4)[k] for k in ("u", "delta", "A", "B", "C")))
+            _fused.selective_scan(*(make_inputs(length=4)[k] for k in ("u", "delta", "A", "B", "C")))
     finally:
         _fused._load.cache_clear()
         _fused._kernel.cache_clear()
@@ -363,9 +361,9 @@ def test_chunked_grouped_b_c_and_segments() -> None:
     C = torch.randn(1, 3, 16, 50, generator=g)
     args = (x["u"], x["delta"], x["A"], B, C, x["D"], x["z"], x["delta_bias"], True)
     ref = selective_scan_ref(*args)
-    assert rel_err(selective_scan_chunked(*args), ref) <= TOL
+    assert rel_err(_chunked.selective_scan(*args), ref) <= TOL
     # Several segments and a ragged last chunk.
-    assert rel_err(selective_scan_chunked(*args, chunk=4, segment=12), ref) <= TOL
+    assert rel_err(_chunked.selective_scan(*args, chunk=4, segment=12), ref) <= TOL
 
 
 def test_softplus_threshold_region() -> None:
@@ -373,9 +371,9 @@ def test_softplus_threshold_region() -> None:
     x = make_inputs(length=30)
     x["delta"] = x["delta"] + 22.0 * (torch.arange(30) % 2)
     ref = selective_scan_ref(*(x[k] for k in NAMES), True)
-    assert rel_err(selective_scan_chunked(*(x[k] for k in NAMES), True), ref) <= TOL
+    assert rel_err(_chunked.selective_scan(*(x[k] for k in NAMES), True), ref) <= TOL
     if fused_available():
-        assert_matches(selective_scan_fused, x, True, False)
+        assert_matches(_fused.selective_scan, x, True, False)
     assert torch.isfinite(ref).all() and F.softplus(x["delta"]).max() > 20
 
 
@@ -388,7 +386,7 @@ def test_fused_extreme_step_sizes_and_growing_states(reverse: bool) -> None:
     x = make_inputs(batch=1, d=4, length=40, seed=3)
     x["delta"] = torch.linspace(-40.0, 40.0, 40).roll(7).expand(1, 4, 40).contiguous()
     x["A"][:, ::5] = 0.05
-    assert_matches(selective_scan_fused, x, True, reverse)
+    assert_matches(_fused.selective_scan, x, True, reverse)
 
 
 @needs_kernel
@@ -400,7 +398,7 @@ def test_fused_many_channels(threads: int) -> None:
     torch.set_num_threads(threads)
     try:
         x = make_inputs(batch=2, d=72, length=70, seed=5)
-        assert_matches(selective_scan_fused, x, True, False)
+        assert_matches(_fused.selective_scan, x, True, False)
         fwd = ScanInputs(*(x[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")))
         bwd = fwd._replace(u=fwd.u.flip(-1), delta=fwd.delta.roll(3, -1), B=fwd.C, C=fwd.B)
         out = _fused.selective_scan_bidirectional(fwd, bwd, x["z"], True)
