@@ -8,7 +8,7 @@ backward and an Adam step, in train mode).
 
 Rows:
 
-- MMA (the paper's 19.8M ×2 network, and a small width) on a 256×256 LR input, and ×2 on 64×64;
+- MMA (the paper's 19.8M ×2 network, and the ``mma-s`` preset ×4) on a 256×256 LR input, and ×2 on 64×64;
 - SeemoRe T/B/L ×4 on a 256×256 LR input, batch 1 and batch 8, and batch 8 run as 8 single images;
 - SeemoRe-T's batch-8 and training-step rows again with glibc's default malloc, which maps every large
   block afresh (see :mod:`sisr.runtime`); every other sisr row runs with
