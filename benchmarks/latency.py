@@ -8,7 +8,7 @@ backward and an Adam step, in train mode).
 
 Rows:
 
-- MMA (the paper's 19.8M ×2 network, and a small width) on a 256×256 LR input, and ×2 on 64×64;
+- MMA (the paper's 19.8M ×2 network, and the ``mma-s`` preset ×4) on a 256×256 LR input, and ×2 on 64×64;
 - SeemoRe T/B/L ×4 on a 256×256 LR input, batch 1 and batch 8, and batch 8 run as 8 single images;
 - SeemoRe-T's batch-8 and training-step rows again with glibc's default malloc, which maps every large
   block afresh (see :mod:`sisr.runtime`); every other sisr row runs with
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from sisr.argtypes import positive_int
-from sisr.models import PRESETS, build, create_model
+from sisr.models import PRESETS, create_model
 from sisr.runtime import reuse_freed_memory
 
 Cell = tuple[str, str, int, int, int, str]  # (description, builder key, scale, LR size, batch, mode)
@@ -66,7 +66,7 @@ CELLS: dict[str, Cell] = _with_glibc_twins(
         "mma-x2-64": ("MMA x2 (19.8M), 64x64", "mma", 2, 64, 1, "eval"),
         "official-mma-x2-64": ("official MMA x2, reference scan, 64x64", "official-mma", 2, 64, 1, "eval"),
         "mma-x2-256": ("MMA x2 (19.8M), 256x256", "mma", 2, 256, 1, "eval"),
-        "mma-small-x4-256": ("MMA x4, num_feat 48, 6 blocks, 256x256", "mma-small", 4, 256, 1, "eval"),
+        "mma-small-x4-256": ("mma-s x4 (num_feat 48, 6 blocks), 256x256", "mma-s", 4, 256, 1, "eval"),
         "seemore-t-x4-256": ("SeemoRe-T x4, 256x256", "seemore-t", 4, 256, 1, "eval"),
         "seemore-b-x4-256": ("SeemoRe-B x4, 256x256", "seemore-b", 4, 256, 1, "eval"),
         "seemore-l-x4-256": ("SeemoRe-L x4, 256x256", "seemore-l", 4, 256, 1, "eval"),
@@ -109,16 +109,14 @@ def _import_file(name: str, path: str) -> Any:
 
 
 def _build(key: str, scale: int, args: argparse.Namespace) -> nn.Module:
-    if key == "mma-small":
-        return build("mma", {"num_feat": 48, "num_block": 6, "upscale": scale, "img_range": 1.0})
     if key == "official-mma":
         sys.path.insert(0, args.official_mma)
         from basicsr.archs.mma_arch import MMA  # type: ignore[import-not-found]
 
-        return MMA(3, 3, num_feat=192, num_block=24, upscale=scale, img_range=1.0)
+        return MMA(3, 3, upscale=scale, **PRESETS["mma"][1])
     if key == "official-seemore-t":
         official = _import_file("official_seemore", args.official_seemore)
-        return official.SeemoRe(scale=scale, **{k: v for k, v in PRESETS["seemore-t"][1].items()})
+        return official.SeemoRe(scale=scale, **PRESETS["seemore-t"][1])
     return create_model(key, scale)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
 from pathlib import Path
@@ -11,9 +12,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from _weights import canonical_state_dict, perturbed_state_dict
+from sisr.config import load_config
 from sisr.models.mma import MMA, VARIANTS
 
 FIXTURES = Path(__file__).parent / "fixtures"
+CONFIGS = Path(__file__).parent.parent / "configs"
 SMALL = dict(num_feat=32, num_block=2, img_range=1.0)
 
 
@@ -78,6 +81,44 @@ def test_official_key_names():
 def test_unsupported_scale():
     with pytest.raises(ValueError, match="upscale 5"):
         MMA(upscale=5, **SMALL)
+
+
+def test_img_range_default_is_what_every_official_file_sets():
+    # The official constructor's default is BasicSR's 255; every official option file sets 1.
+    assert inspect.signature(MMA).parameters["img_range"].default == 1.0
+    paths = sorted((CONFIGS / "mma").glob("*.yml"))
+    assert len(paths) == 9
+    for path in paths:
+        config, _ = load_config(path)
+        assert config.network_g.args["img_range"] == 1.0, path.name
+    assert MMA(upscale=2, num_feat=32, num_block=1).img_range == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_block": 0}, "num_block 0 must be at least 1"),
+        ({"num_block": 2.0}, "num_block must be an integer, got 2.0"),
+        ({"num_feat": 29}, "num_feat 29 must be at least 30"),
+        ({"upscale": 1}, "upscale 1 must be at least 2"),
+        ({"upscale": 6}, "upscale 6 is not supported; use a power of two (2, 4, 8, ...) or 3"),
+        ({"num_in_ch": 1}, "num_in_ch 1 is not supported"),
+        ({"num_out_ch": True}, "num_out_ch must be an integer, got True"),
+        ({"img_range": float("inf")}, "img_range inf must be a positive finite number"),
+        ({"rgb_mean": (0.5, 0.5)}, "rgb_mean [0.5, 0.5] must be 3 finite numbers"),
+    ],
+)
+def test_rejects_out_of_range_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MMA(**{**SMALL, "upscale": 2, **kwargs})
+
+
+def test_smallest_valid_network_runs():
+    # The lower bounds are real: 30 features (CAB squeezes 30-fold to 1 channel) and one block work.
+    model = MMA(num_feat=30, num_block=1, upscale=8).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 3, 4))
+    assert out.shape == (1, 3, 24, 32) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("upscale", [2, 3, 4])

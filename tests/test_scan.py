@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 
@@ -10,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sisr.ops import scan as scan_module
 from sisr.ops import selective_scan, selective_scan_ref
+
+# The module itself: the attribute sisr.ops.selective_scan is the function of the same name.
+scan_module = importlib.import_module("sisr.ops.selective_scan")
 
 OPTION_NAMES = ("D", "z", "delta_bias", "delta_softplus")
 ALL_OPTIONS = [dict(zip(OPTION_NAMES, on, strict=True)) for on in itertools.product((False, True), repeat=4)]
@@ -262,7 +265,7 @@ def test_chunked_discretisation(monkeypatch, chunk, reverse):
     inputs = make_inputs(2, 3, 2, 10, seed=9)
     kwargs = select(inputs, dict(D=True, z=True, delta_bias=True, delta_softplus=True))
     whole = selective_scan_ref(**kwargs, reverse=reverse)
-    monkeypatch.setattr(scan_module, "_CHUNK", chunk)
+    monkeypatch.setattr(scan_module, "_REF_CHUNK", chunk)
     out = selective_scan_ref(**kwargs, reverse=reverse)
     torch.testing.assert_close(out, whole, rtol=1e-6, atol=1e-6)
     expected = naive_numpy(**kwargs, reverse=reverse)

@@ -1,4 +1,4 @@
-"""The fast selective scans (fused C++ kernel, chunked PyTorch) against the reference loop.
+"""The fast selective scans (fused C++ kernel, chunked PyTorch, the dispatch) against the reference loop.
 
 Relative error of a tensor ``a`` against the reference ``b`` is ``max|a - b| / max|b|`` (the absolute
 error when ``b`` is all zeros, e.g. dA at L=1). Outputs and all gradients must agree to 1e-5 in float32.
@@ -14,17 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sisr.ops import chunked, fused
-from sisr.ops.chunked import selective_scan_chunked
-from sisr.ops.fused import (
+from sisr.ops import (
     ScanInputs,
+    _chunked,
+    _fused,
     fused_available,
+    selective_scan,
     selective_scan_bidirectional,
-    selective_scan_bidirectional_fast,
-    selective_scan_fast,
-    selective_scan_fused,
+    selective_scan_bidirectional_ref,
+    selective_scan_ref,
 )
-from sisr.ops.scan import selective_scan_ref
+
+# The module itself: the attribute sisr.ops.selective_scan is the function of the same name.
+dispatch = importlib.import_module("sisr.ops.selective_scan")
 
 needs_kernel = pytest.mark.skipif(
     not fused_available(),
@@ -101,8 +103,8 @@ OPTIONS = [  # (with_d, with_z, with_bias, softplus)
     (False, True, False, True),
 ]
 IMPLS = {
-    "fused": pytest.param(selective_scan_fused, marks=needs_kernel, id="fused"),
-    "chunked": pytest.param(selective_scan_chunked, id="chunked"),
+    "fused": pytest.param(_fused.selective_scan, marks=needs_kernel, id="fused"),
+    "chunked": pytest.param(_chunked.selective_scan, id="chunked"),
 }
 
 
@@ -148,12 +150,6 @@ def test_non_contiguous_inputs(fn) -> None:
     assert_matches(fn, strided, True, False)
 
 
-def reference_bidirectional(f: ScanInputs, b: ScanInputs, z: Tensor | None, softplus: bool) -> Tensor:
-    y_f = selective_scan_ref(*f[:6], z, f.delta_bias, softplus)
-    y_b = selective_scan_ref(*b[:6], z, b.delta_bias, softplus, reverse=True)
-    return y_f + y_b
-
-
 def two_directions(with_extras: bool) -> tuple[ScanInputs, ScanInputs, Tensor | None]:
     xf, xb = make_inputs(length=70, seed=1), make_inputs(length=70, seed=2)
 
@@ -179,8 +175,8 @@ def test_bidirectional_matches_two_reference_scans(with_extras: bool) -> None:
         pad = () if with_extras else (None, None)
         return ScanInputs(*ts[:k], *pad), ScanInputs(*ts[k : 2 * k], *pad), ts[2 * k] if with_extras else None
 
-    out = selective_scan_bidirectional(*unpack(leaves), softplus)
-    ref = reference_bidirectional(*unpack(ref_leaves), softplus)
+    out = _fused.selective_scan_bidirectional(*unpack(leaves), softplus)
+    ref = selective_scan_bidirectional_ref(*unpack(ref_leaves), softplus)
     assert rel_err(out, ref) <= TOL
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
     grads = torch.autograd.grad((out * weight).sum(), leaves)
@@ -189,31 +185,71 @@ def test_bidirectional_matches_two_reference_scans(with_extras: bool) -> None:
     assert max(errors) <= TOL, errors
 
 
-def test_bidirectional_fast_without_kernel_matches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "fused_available", lambda: False)
+def test_bidirectional_dispatch_without_kernel_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fused, "available", lambda: False)
     f, b, z = two_directions(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = selective_scan_bidirectional_fast(f, b, z, True)
-    assert rel_err(out, reference_bidirectional(f, b, z, True)) <= TOL
+        out = selective_scan_bidirectional(f, b, z, True)
+    assert rel_err(out, selective_scan_bidirectional_ref(f, b, z, True)) <= TOL
+
+
+@needs_kernel
+def test_bidirectional_dispatch_uses_one_fused_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> Tensor:
+        raise AssertionError("one-direction path used although the kernel is available")
+
+    monkeypatch.setattr(_chunked, "selective_scan", boom)
+    monkeypatch.setattr(_fused, "selective_scan", boom)
+    f, b, z = two_directions(True)
+    assert (
+        rel_err(selective_scan_bidirectional(f, b, z, True), selective_scan_bidirectional_ref(f, b, z, True))
+        <= TOL
+    )
+
+
+def test_bidirectional_ref_gates_the_sum_once() -> None:
+    # The reference gates each direction; that is (y_f + y_b) * silu(z), as Vim computes it.
+    f, b, z = two_directions(True)
+    assert z is not None
+    y_f = selective_scan_ref(*f[:6], None, f.delta_bias, True)
+    y_b = selective_scan_ref(*b[:6], None, b.delta_bias, True, reverse=True)
+    assert rel_err(selective_scan_bidirectional_ref(f, b, z, True), (y_f + y_b) * F.silu(z)) <= TOL
+    assert rel_err(selective_scan_bidirectional_ref(f, b, None, True), y_f + y_b) <= TOL
+
+
+def test_public_names() -> None:
+    import sisr
+    import sisr.ops
+
+    assert set(sisr.ops.__all__) == {
+        "ScanInputs",
+        "fused_available",
+        "selective_scan",
+        "selective_scan_bidirectional",
+        "selective_scan_bidirectional_ref",
+        "selective_scan_ref",
+    }
+    assert sisr.selective_scan is sisr.ops.selective_scan is dispatch.selective_scan
+    assert callable(sisr.ops.selective_scan)
 
 
 @needs_kernel
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradcheck_float64(reverse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "_CHUNK", 4)  # 11 positions = three checkpoint chunks, the last ragged
+    monkeypatch.setattr(_fused, "_CHUNK", 4)  # 11 positions = three checkpoint chunks, the last ragged
     x = make_inputs(batch=2, d=3, length=11, n=5, dtype=torch.float64, seed=3)
     leaves = [x[k].clone().requires_grad_() for k in NAMES]
 
     def f(*args: Tensor) -> Tensor:
-        return selective_scan_fused(*args, True, reverse=reverse)
+        return _fused.selective_scan(*args, True, reverse=reverse)
 
     assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 @needs_kernel
 def test_gradcheck_bidirectional_float64(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "_CHUNK", 4)
+    monkeypatch.setattr(_fused, "_CHUNK", 4)
     xf = make_inputs(batch=1, d=2, length=9, n=3, dtype=torch.float64, seed=4)
     xb = make_inputs(batch=1, d=2, length=9, n=3, dtype=torch.float64, seed=5)
     keys = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -221,7 +257,9 @@ def test_gradcheck_bidirectional_float64(monkeypatch: pytest.MonkeyPatch) -> Non
     z = xf["z"].clone().requires_grad_()
 
     def f(*args: Tensor) -> Tensor:
-        return selective_scan_bidirectional(ScanInputs(*args[:7]), ScanInputs(*args[7:14]), args[14], True)
+        return _fused.selective_scan_bidirectional(
+            ScanInputs(*args[:7]), ScanInputs(*args[7:14]), args[14], True
+        )
 
     assert torch.autograd.gradcheck(f, [*leaves, z], eps=1e-6, atol=1e-6, rtol=1e-5)
 
@@ -232,8 +270,8 @@ def test_every_built_instruction_set_is_correct() -> None:
     x = make_inputs(length=100)
     ref = selective_scan_ref(*(x[k] for k in NAMES), True)
     tested = 0
-    for name in fused._module_names():
-        module = fused._load(name)
+    for name in _fused._module_names():
+        module = _fused._load(name)
         if module is None:
             continue
         out, *_ = module.fwd(
@@ -249,14 +287,14 @@ def test_every_built_instruction_set_is_correct() -> None:
 def test_dtypes_and_no_grad() -> None:
     x = make_inputs(length=20)
     with torch.no_grad():
-        out = selective_scan_fused(*(x[k] for k in NAMES), True)
+        out = _fused.selective_scan(*(x[k] for k in NAMES), True)
     assert out.dtype == torch.float32 and not out.requires_grad
-    half = selective_scan_fused(*(x[k].bfloat16() if k != "A" else x[k] for k in NAMES), True)
+    half = _fused.selective_scan(*(x[k].bfloat16() if k != "A" else x[k] for k in NAMES), True)
     assert half.dtype == torch.bfloat16
     ref = selective_scan_ref(*(x[k].bfloat16() if k != "A" else x[k] for k in NAMES), True)
     assert rel_err(half.float(), ref.float()) <= 1e-2
     x64 = {k: v.double() for k, v in x.items()}
-    out64 = selective_scan_fused(*(x64[k] for k in NAMES), True)
+    out64 = _fused.selective_scan(*(x64[k] for k in NAMES), True)
     assert out64.dtype == torch.float64
     assert rel_err(out64, selective_scan_ref(*(x64[k] for k in NAMES), True)) <= 1e-12
 
@@ -265,30 +303,30 @@ def test_dtypes_and_no_grad() -> None:
 def test_kernel_rejects_bad_shapes() -> None:
     x = make_inputs(length=10)
     with pytest.raises(RuntimeError, match="B has shape"):
-        selective_scan_fused(x["u"], x["delta"], x["A"], x["B"][:, :, :5], x["C"])
+        _fused.selective_scan(x["u"], x["delta"], x["A"], x["B"][:, :, :5], x["C"])
     with pytest.raises(ValueError, match="real A"):
-        selective_scan_fused(x["u"], x["delta"], x["A"], x["B"][:, None].repeat(1, 2, 1, 1), x["C"])
+        _fused.selective_scan(x["u"], x["delta"], x["A"], x["B"][:, None].repeat(1, 2, 1, 1), x["C"])
 
 
 @needs_kernel
-def test_fast_dispatches_to_fused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dispatch_uses_fused(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> Tensor:
         raise AssertionError("chunked path used although the kernel is available")
 
-    monkeypatch.setattr(fused, "selective_scan_chunked", boom)
+    monkeypatch.setattr(_chunked, "selective_scan", boom)
     x = make_inputs(length=12)
-    out = selective_scan_fast(*(x[k] for k in NAMES), True, reverse=True)
+    out = selective_scan(*(x[k] for k in NAMES), True, reverse=True)
     assert rel_err(out, selective_scan_ref(*(x[k] for k in NAMES), True, reverse=True)) <= TOL
 
 
-def test_fast_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "fused_available", lambda: False)
-    fused._warn_fallback.cache_clear()
+def test_dispatch_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fused, "available", lambda: False)
+    dispatch._warn_fallback.cache_clear()
     x = make_inputs(length=12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out1 = selective_scan_fast(*(x[k] for k in NAMES), True)
-        out2 = selective_scan_fast(*(x[k] for k in NAMES), True, reverse=True)
+        out1 = selective_scan(*(x[k] for k in NAMES), True)
+        out2 = selective_scan(*(x[k] for k in NAMES), True, reverse=True)
     messages = [str(w.message) for w in caught if "compiled selective-scan kernel" in str(w.message)]
     assert len(messages) == 1 and "pip install --no-build-isolation" in messages[0]
     assert rel_err(out1, selective_scan_ref(*(x[k] for k in NAMES), True)) <= TOL
@@ -304,16 +342,16 @@ def test_fused_module_imports_without_kernel(monkeypatch: pytest.MonkeyPatch) ->
             raise ImportError(name)
         return real_import(name, *args)
 
-    fused._load.cache_clear()
-    fused._kernel.cache_clear()
+    _fused._load.cache_clear()
+    _fused._kernel.cache_clear()
     monkeypatch.setattr(importlib, "import_module", no_kernel)
     try:
         assert not fused_available()
         with pytest.raises(RuntimeError, match="not available"):
-            selective_scan_fused(*(make_inputs(length=4)[k] for k in ("u", "delta", "A", "B", "C")))
+            _fused.selective_scan(*(make_inputs(length=4)[k] for k in ("u", "delta", "A", "B", "C")))
     finally:
-        fused._load.cache_clear()
-        fused._kernel.cache_clear()
+        _fused._load.cache_clear()
+        _fused._kernel.cache_clear()
 
 
 def test_chunked_grouped_b_c_and_segments() -> None:
@@ -323,9 +361,9 @@ def test_chunked_grouped_b_c_and_segments() -> None:
     C = torch.randn(1, 3, 16, 50, generator=g)
     args = (x["u"], x["delta"], x["A"], B, C, x["D"], x["z"], x["delta_bias"], True)
     ref = selective_scan_ref(*args)
-    assert rel_err(selective_scan_chunked(*args), ref) <= TOL
+    assert rel_err(_chunked.selective_scan(*args), ref) <= TOL
     # Several segments and a ragged last chunk.
-    assert rel_err(chunked.selective_scan_chunked(*args, chunk=4, segment=12), ref) <= TOL
+    assert rel_err(_chunked.selective_scan(*args, chunk=4, segment=12), ref) <= TOL
 
 
 def test_softplus_threshold_region() -> None:
@@ -333,9 +371,9 @@ def test_softplus_threshold_region() -> None:
     x = make_inputs(length=30)
     x["delta"] = x["delta"] + 22.0 * (torch.arange(30) % 2)
     ref = selective_scan_ref(*(x[k] for k in NAMES), True)
-    assert rel_err(selective_scan_chunked(*(x[k] for k in NAMES), True), ref) <= TOL
+    assert rel_err(_chunked.selective_scan(*(x[k] for k in NAMES), True), ref) <= TOL
     if fused_available():
-        assert_matches(selective_scan_fused, x, True, False)
+        assert_matches(_fused.selective_scan, x, True, False)
     assert torch.isfinite(ref).all() and F.softplus(x["delta"]).max() > 20
 
 
@@ -348,7 +386,7 @@ def test_fused_extreme_step_sizes_and_growing_states(reverse: bool) -> None:
     x = make_inputs(batch=1, d=4, length=40, seed=3)
     x["delta"] = torch.linspace(-40.0, 40.0, 40).roll(7).expand(1, 4, 40).contiguous()
     x["A"][:, ::5] = 0.05
-    assert_matches(selective_scan_fused, x, True, reverse)
+    assert_matches(_fused.selective_scan, x, True, reverse)
 
 
 @needs_kernel
@@ -360,10 +398,10 @@ def test_fused_many_channels(threads: int) -> None:
     torch.set_num_threads(threads)
     try:
         x = make_inputs(batch=2, d=72, length=70, seed=5)
-        assert_matches(selective_scan_fused, x, True, False)
+        assert_matches(_fused.selective_scan, x, True, False)
         fwd = ScanInputs(*(x[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")))
         bwd = fwd._replace(u=fwd.u.flip(-1), delta=fwd.delta.roll(3, -1), B=fwd.C, C=fwd.B)
-        out = selective_scan_bidirectional(fwd, bwd, x["z"], True)
+        out = _fused.selective_scan_bidirectional(fwd, bwd, x["z"], True)
         ref = selective_scan_ref(*fwd[:6], None, fwd.delta_bias, True) + selective_scan_ref(
             *bwd[:6], None, bwd.delta_bias, True, reverse=True
         )

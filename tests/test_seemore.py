@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -296,3 +297,36 @@ def test_rejects_bad_input_and_options() -> None:
         SeemoRe(lr_space="cubic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="topk"):
         SeemoRe(num_experts=2, topk=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_experts": 2, "topk": 3}, "topk 3 must be between 1 and num_experts (2)"),
+        ({"num_experts": 0}, "num_experts 0 must be at least 1"),
+        ({"embedding_dim": -1}, "embedding_dim -1 must be at least 1"),
+        ({"num_layers": 0}, "num_layers 0 must be at least 1"),
+        ({"global_kernel_size": 0}, "global_kernel_size 0 must be at least 1"),
+        ({"global_kernel_size": 4}, "global_kernel_size 4 must be odd (1, 3, 5, ...)"),
+        ({"recursive": -1}, "recursive -1 must be at least 0"),
+        ({"scale": 0}, "scale 0 must be at least 1"),
+        ({"scale": 2.5}, "scale must be an integer, got 2.5"),
+        ({"in_chans": 4}, "in_chans 4 is not supported"),
+        ({"img_range": 0}, "img_range 0 must be a positive finite number"),
+        ({"img_range": float("nan")}, "img_range nan must be a positive finite number"),
+    ],
+)
+def test_rejects_out_of_range_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SeemoRe(**{**VARIANTS["seemore-t"], "scale": 2, **kwargs})
+
+
+def test_edge_values_that_the_official_code_runs() -> None:
+    # recursive 0 (context at full resolution), kernel size 1, a single expert, scale 1: valid.
+    model = SeemoRe(
+        scale=1, num_experts=1, topk=1, num_layers=1, embedding_dim=4, global_kernel_size=1, recursive=0
+    ).eval()
+    assert model.min_size == 1
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 3, 5))
+    assert out.shape == (2, 3, 3, 5) and torch.isfinite(out).all()

@@ -241,7 +241,7 @@ _SIGNATURES = {
 }
 
 # Arguments the tensors do not reveal, and the preset they are taken from. Official MMA checkpoints were
-# all trained with img_range 1 (not the constructor's BasicSR default of 255); SeemoRe's three hidden
+# all trained with img_range 1 (sisr's default; not the official constructor's 255); SeemoRe's three hidden
 # arguments depend on the variant, recognised by its depth and width.
 _HIDDEN: dict[str, tuple[str, ...]] = {
     "mma": ("img_range",),

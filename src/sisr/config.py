@@ -830,7 +830,7 @@ def network_args(network: NetworkConfig) -> tuple[str, dict[str, Any]]:
 
 def build_network(config: Config) -> nn.Module:
     """Builds the (freshly initialised) network of a config."""
-    return build(*network_args(config.network_g))
+    return build(*network_args(config.network_g), where="network_g")
 
 
 def unset_paths(config: Config, purpose: Literal["train", "test"]) -> list[str]:
@@ -966,7 +966,7 @@ def dry_run(
     check = validate_for_training if purpose == "train" else validate_for_testing
     warnings = check(config, require_paths=False)
     arch, args = network_args(config.network_g)
-    model = build(arch, args)
+    model = build(arch, args, where="network_g")
     lines = [f"# {path}, resolved" + (f" with overrides: {' '.join(overrides)}" if overrides else "")]
     lines.append(dump_config(config).rstrip("\n"))
     lines.append("")

@@ -27,35 +27,45 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def build(arch: str, args: dict[str, Any]) -> nn.Module:
+def build(arch: str, args: dict[str, Any], *, where: str | None = None) -> nn.Module:
     """Builds an architecture from its constructor arguments.
 
     Args:
         arch: A key of ``ARCHS``.
-        args: Keyword arguments of the constructor; unknown names raise ``SisrError``.
+        args: Keyword arguments of the constructor.
+        where: Where the arguments come from, to start error messages with (``"network_g"`` for a
+            config); by default the architecture's name.
+
+    Raises:
+        SisrError: One line for an unknown architecture, an unknown or missing keyword, or a value out
+            of range, e.g. ``network_g: topk 9 must be between 1 and num_experts (3)``.
     """
     if arch not in ARCHS:
         raise SisrError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
     try:
         return ARCHS[arch](**args)
-    except TypeError as err:  # an unknown or missing keyword
-        raise SisrError(f"{arch}: {err}") from None
+    except (TypeError, ValueError) as err:  # an unknown or missing keyword; a value out of range
+        raise SisrError(f"{where or arch}: {err}") from None
 
 
 def create_model(name: str, scale: int) -> nn.Module:
     """Builds a freshly initialised network from a preset name.
 
     Args:
-        name: One of ``PRESETS``: ``"mma"``, ``"seemore-t"``, ``"seemore-b"``, ``"seemore-l"``.
+        name: One of ``PRESETS``: ``"mma"`` (the paper's), ``"mma-s"`` (48 features, 6 blocks: the
+            shipped ``mma-s-x2``/``x4``), ``"seemore-t"``, ``"seemore-b"``, ``"seemore-l"``.
         scale: Upscaling factor (2, 3 or 4; MMA also takes 8, 16, ...).
 
     Returns:
         The network in training mode, mapping (B, 3, H, W) in [0, 1] to (B, 3, scale*H, scale*W).
+
+    Raises:
+        SisrError: An unknown preset, or a scale the architecture does not take.
     """
     if name not in PRESETS:
         raise SisrError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     arch, args = PRESETS[name]
-    return build(arch, {**args, SCALE_ARG[arch]: scale})
+    return build(arch, {**args, SCALE_ARG[arch]: scale}, where=name)
 
 
 def arch_of(model: nn.Module) -> str:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sisr.models._checks import check_int, check_positive, check_rgb
 from sisr.ops import ScanInputs, selective_scan_bidirectional
 
 __all__ = ["MMA", "VARIANTS"]
@@ -201,32 +202,45 @@ class MLPMixer(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+def _check_upscale(scale: int) -> None:
+    """BasicSR's ``Upsample`` takes powers of two and 3 (and raises ValueError for the rest, as here)."""
+    check_int("upscale", scale, low=2)
+    if not (scale == 3 or scale & (scale - 1) == 0):
+        raise ValueError(f"upscale {scale} is not supported; use a power of two (2, 4, 8, ...) or 3")
+
+
 class Upsample(nn.Sequential):
     """Conv + PixelShuffle upsampler of BasicSR, for scales 2^n and 3."""
 
     def __init__(self, *, scale: int, num_feat: int) -> None:
+        _check_upscale(scale)
         layers: list[nn.Module] = []
-        if scale >= 2 and scale & (scale - 1) == 0:
-            for _ in range(scale.bit_length() - 1):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
+        if scale == 3:
             layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
         else:
-            raise ValueError(f"upscale {scale} is not supported; use a power of two or 3")
+            for _ in range(int(scale).bit_length() - 1):
+                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
         super().__init__(*layers)
 
 
 class MMA(nn.Module):
     """MMA super-resolution network.
 
+    The defaults are the official constructor's, except ``img_range``: the official default is BasicSR's
+    255, which no official option file or checkpoint uses (they all set 1).
+
     Args:
-        num_in_ch: Channels of the input image.
-        num_out_ch: Channels of the output image.
-        num_feat: Feature width (the Mamba ``d_model``).
-        num_block: Number of :class:`MLPMixer` blocks.
+        num_in_ch: Channels of the input image; 3 (the RGB mean shift needs them).
+        num_out_ch: Channels of the output image; 3.
+        num_feat: Feature width (the Mamba ``d_model``), at least 30: the channel attention squeezes
+            it 30-fold.
+        num_block: Number of :class:`MLPMixer` blocks, at least 1.
         upscale: Scale factor, a power of two or 3.
-        img_range: Factor applied to the mean-subtracted input (the official checkpoints use 1.0).
-        rgb_mean: Mean subtracted from the input and added back to the output.
+        img_range: Positive factor applied to the mean-subtracted input (and undone at the output).
+        rgb_mean: Mean subtracted from the input and added back to the output, 3 values.
+
+    Raises:
+        ValueError: An argument outside its range; the message names it and the range.
     """
 
     def __init__(
@@ -237,10 +251,22 @@ class MMA(nn.Module):
         num_feat: int = 64,
         num_block: int = 16,
         upscale: int = 4,
-        img_range: float = 255.0,
+        img_range: float = 1.0,
         rgb_mean: tuple[float, float, float] = (0.4488, 0.4371, 0.4040),
     ) -> None:
         super().__init__()
+        check_rgb("num_in_ch", num_in_ch)
+        check_rgb("num_out_ch", num_out_ch)
+        check_int("num_feat", num_feat, low=1)
+        if num_feat < 30:  # CAB's squeeze_factor: fewer would leave its squeeze 0 channels
+            raise ValueError(
+                f"num_feat {num_feat} must be at least 30 (the channel attention squeezes it 30-fold)"
+            )
+        check_int("num_block", num_block, low=1)
+        _check_upscale(upscale)
+        check_positive("img_range", img_range)
+        if len(rgb_mean) != 3 or not all(math.isfinite(v) for v in rgb_mean):
+            raise ValueError(f"rgb_mean {list(rgb_mean)} must be 3 finite numbers")
         self.upscale = upscale
         self.img_range = img_range
         self.register_buffer("mean", torch.tensor(rgb_mean).view(1, 3, 1, 1), persistent=False)
@@ -261,7 +287,10 @@ class MMA(nn.Module):
         return x / self.img_range + mean
 
 
-# Official configuration (options/{train,test}/MMA/*.yml); the scale is passed separately as ``upscale``.
+# Official configuration (options/{train,test}/MMA/*.yml), and sisr's small one (the shipped mma-s-x2/x4,
+# configs/shipped/mma_s_*.yml); the scale is passed separately as ``upscale``. ``img_range`` is the
+# constructor's default, written out as the option files do.
 VARIANTS: dict[str, dict[str, int | float]] = {
     "mma": dict(num_feat=192, num_block=24, img_range=1.0),
+    "mma-s": dict(num_feat=48, num_block=6, img_range=1.0),
 }

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sisr.errors import SisrError
+from sisr.models._checks import check_int, check_positive, check_rgb
 
 LrSpace = Literal["linear", "exp", "double"]
 
@@ -292,19 +293,25 @@ class SeemoRe(nn.Module):
     times without padding.
 
     Args:
-        scale: Upscaling factor.
-        in_chans: Number of image channels (the mean shift assumes 3).
-        num_experts: Number of low-rank experts per mixture layer.
-        num_layers: Number of residual groups.
-        embedding_dim: Feature channels.
-        img_range: Factor applied to the mean-shifted input (and undone at the output).
+        scale: Upscaling factor, at least 1.
+        in_chans: Number of image channels; 3 (the RGB mean shift needs them).
+        num_experts: Number of low-rank experts per mixture layer, at least 1.
+        num_layers: Number of residual groups, at least 1.
+        embedding_dim: Feature channels, at least 1.
+        img_range: Positive factor applied to the mean-shifted input (and undone at the output).
         use_shuffle: Interleave the channels before splitting value and key in the expert blocks.
-        global_kernel_size: Kernel size of the striped convolutions in the global blocks.
-        recursive: How many times the stride-4 aggregation convolution is applied to the key.
+        global_kernel_size: Kernel size of the striped convolutions in the global blocks; odd (with
+            an even one the official code builds, then fails on its first input: the padding k // 2
+            grows the features by one pixel).
+        recursive: How many times the stride-4 aggregation convolution is applied to the key (0 or
+            more; 0, which the official code also runs, adds the context at full resolution).
         lr_space: Growth of the experts' ranks with their index i: "linear" i + 2, "exp" 2^(i + 1),
             "double" 2i + 2. The official constructor's default (the integer 1) is invalid; the default
             here is the official mixture block's default.
-        topk: Number of experts selected per image.
+        topk: Number of experts selected per image, between 1 and ``num_experts``.
+
+    Raises:
+        ValueError: An argument outside its range; the message names it and the range.
     """
 
     def __init__(
@@ -323,10 +330,19 @@ class SeemoRe(nn.Module):
         topk: int = 2,
     ) -> None:
         super().__init__()
+        check_int("scale", scale, low=1)
+        check_rgb("in_chans", in_chans)
+        check_int("num_experts", num_experts, low=1)
+        check_int("num_layers", num_layers, low=1)
+        check_int("embedding_dim", embedding_dim, low=1)
+        check_positive("img_range", img_range)
+        check_int("global_kernel_size", global_kernel_size, low=1)
+        if global_kernel_size % 2 == 0:
+            raise ValueError(f"global_kernel_size {global_kernel_size} must be odd (1, 3, 5, ...)")
+        check_int("recursive", recursive, low=0)
         if lr_space not in ("linear", "exp", "double"):
             raise ValueError(f"lr_space must be 'linear', 'exp' or 'double', got {lr_space!r}")
-        if not 1 <= topk <= num_experts:
-            raise ValueError(f"topk must be in [1, num_experts={num_experts}], got {topk}")
+        check_int("topk", topk, low=1, high=num_experts, high_name="num_experts")
         self.scale = scale
         self.img_range = img_range
         self.min_size = 4**recursive

@@ -30,7 +30,7 @@
 //   over the batch afterwards.
 //
 // This file is compiled once per instruction set (generic, AVX2, AVX-512) into separate Python
-// modules; sisr.ops.fused picks the best one the CPU supports.
+// modules; sisr.ops._fused picks the best one the CPU supports.
 
 #include <torch/extension.h>
 

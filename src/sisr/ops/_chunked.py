@@ -1,6 +1,8 @@
-"""Chunked selective scan in plain PyTorch: the fastest path without the compiled kernel.
+"""Private backend: the chunked selective scan, in plain PyTorch (no compiled code).
 
-Same semantics as :func:`sisr.ops.scan.selective_scan_ref` (Mamba's S6 recurrence, arXiv 2312.00752).
+:func:`sisr.ops.selective_scan` runs it where neither compiled kernel can: on the CPU without the fused
+kernel (with a one-time warning), for grouped ``B``/``C`` on the CPU, and on other devices without
+mamba_ssm. Same semantics as :func:`sisr.ops.selective_scan_ref` (Mamba's S6 recurrence, arXiv 2312.00752).
 The sequence is cut into segments (to bound memory) and each segment into chunks of ``chunk`` positions:
 
 1. the decays ``a = exp(dt * A)`` and drives ``b = dt * u * B`` of a whole segment are computed at once,
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["selective_scan_chunked"]
+__all__ = ["selective_scan"]
 
 
 def _per_channel(t: Tensor, d: int) -> Tensor:
@@ -89,7 +91,7 @@ def _scan_segment(
     return y[..., :length], entering[-1]
 
 
-def selective_scan_chunked(
+def selective_scan(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -104,7 +106,7 @@ def selective_scan_chunked(
     chunk: int = 16,
     segment: int = 512,
 ) -> Tensor:
-    """Selective scan, chunked; arguments and result as :func:`sisr.ops.scan.selective_scan_ref`.
+    """Selective scan, chunked; arguments and result as :func:`sisr.ops.selective_scan_ref`.
 
     Args:
         u: Input, (batch, d, L).
@@ -124,7 +126,7 @@ def selective_scan_chunked(
         (batch, d, L) in the dtype of ``u``.
     """
     if A.is_complex():
-        raise ValueError("selective_scan_chunked supports real A only")
+        raise ValueError("the chunked selective scan supports real A only")
     dtype_in = u.dtype
     compute = torch.promote_types(dtype_in, torch.float32)
     u = u.to(compute)

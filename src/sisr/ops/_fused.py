@@ -1,0 +1,197 @@
+"""Private backend: the fused selective scan, a compiled C++ CPU kernel.
+
+The kernel (``sisr.ops._scan_cpu*``, built by ``pip install --no-build-isolation -e .``; see
+``src/sisr/ops/csrc/scan_cpu.cpp``) fuses discretisation, softplus, ``delta_bias``, the ``D`` skip and the
+``silu(z)`` gate, keeps the state in vector registers, and its backward recomputes the states from
+per-chunk checkpoints, so no (batch, d, L, n) tensor is ever stored. ``reverse=True`` scans from the last
+position to the first without flipping any tensor, and one call can run both directions of Vim's
+"bimamba v2".
+
+The functions here raise ``RuntimeError`` when the kernel is not built: :func:`sisr.ops.selective_scan`
+and :func:`sisr.ops.selective_scan_bidirectional` check :func:`available` and :func:`supports` first.
+Semantics are those of :func:`sisr.ops.selective_scan_ref` for real ``A`` and ``B``, ``C`` shared by all
+channels ((batch, n, L), or one group (batch, 1, n, L)).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+__all__ = ["BUILD_HINT", "available", "selective_scan", "selective_scan_bidirectional", "supports"]
+
+_CHUNK = 64  # positions between two state checkpoints (memory B*D*L*n/_CHUNK per direction)
+BUILD_HINT = (
+    "Build it with a C++ compiler and torch installed: `pip install --no-build-isolation -e .` "
+    "in the sisr checkout."
+)
+
+# One direction's tensors, in this order (a sisr.ops.ScanInputs is one):
+# u, delta (batch, d, L); A (d, n); B, C (batch, n, L) or (batch, 1, n, L); D, delta_bias (d,) or None.
+Direction = Sequence[Tensor | None]
+
+
+def _module_names() -> list[str]:
+    """Kernel builds to try, best first, for the instruction sets ATen detected on this CPU."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    names = ["sisr.ops._scan_cpu"]
+    if capability in ("AVX2", "AVX512"):
+        names.insert(0, "sisr.ops._scan_cpu_avx2")
+    if capability == "AVX512":
+        names.insert(0, "sisr.ops._scan_cpu_avx512")
+    return names
+
+
+@functools.cache
+def _load(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+@functools.cache
+def _kernel() -> ModuleType | None:
+    for name in _module_names():
+        module = _load(name)
+        if module is not None:
+            return module
+    return None
+
+
+def available() -> bool:
+    """Whether the compiled CPU kernel is built and loads on this machine."""
+    return _kernel() is not None
+
+
+def _shared(t: Tensor) -> bool:
+    return t.dim() == 3 or (t.dim() == 4 and t.shape[1] == 1)
+
+
+def supports(x: Direction) -> bool:
+    """Whether the kernel handles these inputs: real ``A``, and ``B``, ``C`` shared by all channels."""
+    A, B, C = x[2], x[3], x[4]
+    assert A is not None and B is not None and C is not None
+    return not A.is_complex() and _shared(B) and _shared(C)
+
+
+class _FusedScanFn(torch.autograd.Function):
+    """Autograd wrapper of the kernel for one or two directions; per direction 7 tensors
+    (u, delta, A, B, C, D, delta_bias), flattened after ``z``."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        kernel: ModuleType,
+        reverse: tuple[bool, ...],
+        delta_softplus: bool,
+        z: Tensor | None,
+        *flat: Tensor | None,
+    ) -> Tensor:
+        dirs = [flat[i : i + 7] for i in range(0, len(flat), 7)]
+        save = any(ctx.needs_input_grad)
+        chunk = _CHUNK
+        out, out_pre, *ckpts = kernel.fwd(
+            *(list(column) for column in zip(*dirs, strict=True)),
+            list(reverse),
+            z,
+            delta_softplus,
+            save,
+            chunk,
+        )
+        if save:
+            ctx.kernel, ctx.reverse, ctx.delta_softplus, ctx.chunk = kernel, reverse, delta_softplus, chunk
+            ctx.save_for_backward(z, out_pre, *flat, *ckpts)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dout: Tensor) -> tuple[Tensor | None, ...]:
+        z, out_pre, *rest = ctx.saved_tensors
+        ndir = len(ctx.reverse)
+        flat, ckpts = rest[: 7 * ndir], rest[7 * ndir :]
+        dirs = [flat[i : i + 7] for i in range(0, len(flat), 7)]
+        *grads, dz = ctx.kernel.bwd(
+            *(list(column) for column in zip(*dirs, strict=True)),
+            list(ctx.reverse),
+            z,
+            out_pre,
+            list(ckpts),
+            dout,
+            ctx.delta_softplus,
+            ctx.chunk,
+        )
+        return (None, None, None, dz, *grads)
+
+
+def _prepare(x: Direction, dtype: torch.dtype) -> list[Tensor | None]:
+    """The 7 tensors of one direction as the kernel takes them: one group squeezed, cast to ``dtype``."""
+    if not supports(x):
+        raise ValueError("the fused selective scan supports real A and B, C of shape (batch, n, L) only")
+    u, delta, A, B, C, D, delta_bias = x
+    assert B is not None and C is not None
+    B = B if B.dim() == 3 else B.squeeze(1)  # one group == shared by all channels
+    C = C if C.dim() == 3 else C.squeeze(1)
+    return [None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, delta_bias)]
+
+
+def _run(
+    dirs: Sequence[Direction], reverse: tuple[bool, ...], z: Tensor | None, delta_softplus: bool
+) -> Tensor:
+    """One kernel call over one or two directions, summed and gated; the result in the dtype of ``u``."""
+    kernel = _kernel()
+    if kernel is None:
+        raise RuntimeError(f"the compiled selective-scan kernel is not available. {BUILD_HINT}")
+    u = dirs[0][0]
+    assert u is not None
+    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    flat = [t for x in dirs for t in _prepare(x, dtype)]
+    zc = None if z is None else z.to(dtype)
+    return _FusedScanFn.apply(kernel, reverse, delta_softplus, zc, *flat).to(u.dtype)
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    reverse: bool = False,
+) -> Tensor:
+    """Selective scan with the compiled CPU kernel; arguments as :func:`sisr.ops.selective_scan_ref`.
+
+    float64 inputs are computed in float64, everything else in float32; the result has the dtype of
+    ``u``. Differentiable in all tensor arguments.
+
+    Raises:
+        RuntimeError: If the kernel is not built (see :func:`available`).
+        ValueError: For complex ``A`` or grouped ``B``/``C``.
+    """
+    return _run([(u, delta, A, B, C, D, delta_bias)], (reverse,), z, delta_softplus)
+
+
+def selective_scan_bidirectional(
+    forward: Direction, backward: Direction, z: Tensor | None = None, delta_softplus: bool = False
+) -> Tensor:
+    """Both directions of bimamba v2 in one kernel call: ``(y_f + y_b) * silu(z)``.
+
+    Arguments and result as :func:`sisr.ops.selective_scan_bidirectional`; the backward direction is
+    reversed by indexing, nothing is flipped.
+
+    Raises:
+        RuntimeError: If the kernel is not built (see :func:`available`).
+        ValueError: For complex ``A`` or grouped ``B``/``C``.
+    """
+    return _run([forward, backward], (False, True), z, delta_softplus)
