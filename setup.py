@@ -2,7 +2,7 @@
 
 The fused CPU kernel (src/sisr/ops/csrc/scan_cpu.cpp) is compiled once per instruction set into
 separate modules, ``sisr.ops._scan_cpu`` (portable), ``sisr.ops._scan_cpu_avx2`` and
-``sisr.ops._scan_cpu_avx512`` (x86-64 only); at run time :mod:`sisr.ops.fused` loads the best one the
+``sisr.ops._scan_cpu_avx512`` (x86-64 only); at run time :mod:`sisr.ops._fused` loads the best one the
 CPU supports. The kernel is optional: if torch is missing at build time, or a compiler is missing or
 fails, the build prints a warning and the package installs without it (sisr then falls back to a
 slower plain-PyTorch scan). Build it with torch already installed::
