@@ -16,7 +16,8 @@ The usual DIV2K / DF2K pipeline of BasicSR, without OpenCV or MATLAB:
 Every output image is written atomically (a temporary file in the same folder, then ``os.replace``) and
 an LMDB is built in a temporary folder renamed at the end, so an interrupted run leaves no partial file.
 LR images keep the bit depth and the gray or colour layout of their HR image (alpha is dropped); the
-sub-image and LMDB steps keep gray images gray and turn everything else into RGB. Problems with the input raise :class:`~sisr.errors.SisrError` naming the file.
+sub-image and LMDB steps keep gray images gray and turn everything else into RGB. Problems with the
+input raise :class:`~sisr.errors.SisrError` naming the file.
 """
 
 from __future__ import annotations
