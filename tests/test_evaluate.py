@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,14 +22,19 @@ from skimage import data
 from torch import Tensor, nn
 
 from sisr.checkpoint import load_model
+from sisr.cli import main as cli_main
 from sisr.errors import SisrError
 from sisr.evaluate import (
+    Failure,
     MetricSpec,
     add_evaluate_command,
     add_test_command,
     evaluate_dataset,
+    evaluate_datasets,
     find_benchmark,
+    find_benchmarks,
     format_results,
+    raise_failures,
 )
 from sisr.imresize import imresize, imresize_torch
 from sisr.metrics import psnr, ssim
@@ -534,3 +540,122 @@ def test_distributed_equals_single_process(bench: Path, seemore_path: Path, tmp_
         assert written["result"] == single
         # Each rank ran only its share: 2 of the 4 images (rank 0: astro, coffee; rank 1: cat, rocket).
         assert written["calls"][-1] == [2, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Nothing finished is lost
+
+
+def _copy_set(src: Path, dst: Path, names: list[str]) -> Path:
+    """A benchmark folder (HR + LR_bicubic/X4) holding some images of ``src``."""
+    (dst / "HR").mkdir(parents=True)
+    (dst / "LR_bicubic" / "X4").mkdir(parents=True)
+    for name in names:
+        (dst / "HR" / f"{name}.png").write_bytes((src / "HR" / f"{name}.png").read_bytes())
+        lr = src / "LR_bicubic" / "X4" / f"{name}x4.png"
+        (dst / "LR_bicubic" / "X4" / lr.name).write_bytes(lr.read_bytes())
+    return dst
+
+
+def _bad_sets(bench: Path, tmp_path: Path) -> list[Path]:
+    """A good set, then three bad ones: a size mismatch, a truncated file, an HR image below the scale."""
+    mismatch = _copy_set(bench, tmp_path / "Mismatch", ["astro", "cat"])
+    (mismatch / "LR_bicubic" / "X4" / "catx4.png").write_bytes(
+        (bench / "LR_bicubic" / "X4" / "coffeex4.png").read_bytes()
+    )
+    truncated = _copy_set(bench, tmp_path / "Truncated", ["astro", "rocket"])
+    whole = (bench / "HR" / "rocket.png").read_bytes()
+    (truncated / "HR" / "rocket.png").write_bytes(whole[: len(whole) // 2])  # the header is intact
+    tiny = tmp_path / "Tiny" / "HR"
+    tiny.mkdir(parents=True)
+    Image.fromarray(np.zeros((3, 8, 3), np.uint8)).save(tiny / "dot.png")
+    return [bench, mismatch, truncated, tiny.parent]
+
+
+def test_every_image_of_every_set_is_checked_before_the_first_forward_pass(
+    bench: Path, tmp_path: Path
+) -> None:
+    roots = _bad_sets(bench, tmp_path)
+    with pytest.raises(SisrError) as caught:
+        find_benchmarks(roots, SCALE)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("3 problems in the test sets, nothing was run: ")
+    assert re.search(r"cat\.png is 48x40 but LQ .*catx4\.png is 11x13", message)
+    assert re.search(r"Truncated: .*rocket\.png: cannot decode image", message)
+    assert re.search(r"Tiny: .*dot\.png: image of 3x8 pixels is smaller than scale 4", message)
+    # A missing folder is one more problem of the same report.
+    with pytest.raises(SisrError, match=r"^4 problems .*nowhere: no such folder; .*Tiny: "):
+        find_benchmarks([tmp_path / "nowhere", *roots], SCALE)
+    # The list is bounded.
+    many = [_copy_set(bench, tmp_path / f"M{i}", ["astro"]) for i in range(12)]
+    for root in many:
+        (root / "HR" / "astro.png").write_bytes((bench / "HR" / "astro.png").read_bytes()[:200])
+    with pytest.raises(SisrError, match=r"^12 problems .*; and 2 more$"):
+        find_benchmarks(many, SCALE)
+
+
+def test_cli_reports_every_bad_image_at_once_and_runs_nothing(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roots = [str(p) for p in _bad_sets(bench, tmp_path)]
+    argv = ["evaluate", "-m", str(seemore_path), "--data", *roots]
+    argv += ["--json", str(tmp_path / "r.json"), "--save", str(tmp_path / "sr")]
+    assert cli_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("sisr: error: 3 problems in the test sets")
+    for name in ("catx4.png", "rocket.png", "dot.png"):
+        assert name in err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "sr").exists()
+
+
+def test_a_set_that_fails_at_run_time_keeps_the_finished_ones(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    model = load_model(seemore_path)
+
+    calls = [0]
+
+    def out_of_memory(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        calls[0] += 1
+        if calls[0] == 4:  # one image at a time: A has 1, B 2, so the 4th is the first of C
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    model.register_forward_pre_hook(out_of_memory)
+    monkeypatch.setattr("sisr.checkpoint.load_model", lambda *a, **k: model)
+    sets = [
+        _copy_set(bench, tmp_path / "A", ["astro"]),
+        _copy_set(bench, tmp_path / "B", ["cat", "rocket"]),
+        _copy_set(bench, tmp_path / "C", ["astro", "coffee"]),
+        _copy_set(bench, tmp_path / "D", ["rocket"]),
+    ]
+    results, failures = evaluate_datasets(model, find_benchmarks(sets, SCALE), scale=SCALE)
+    assert [r["dataset"] for r in results] == ["A", "B", "D"]
+    assert failures == [Failure(dataset="C", message="CUDA out of memory (simulated)")]
+    with pytest.raises(SisrError, match=r"^1 set failed \(3 finished and reported\): C: CUDA out of memory"):
+        raise_failures(failures, finished=len(results))
+
+    calls[0] = 0
+    argv = ["evaluate", "-m", "any", "--data", *map(str, sets)]
+    argv += [
+        "--json",
+        str(tmp_path / "r.json"),
+        "--markdown",
+        str(tmp_path / "r.md"),
+        "--save",
+        str(tmp_path / "sr"),
+    ]
+    assert cli_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err == "sisr: error: 1 set failed (3 finished and reported): C: CUDA out of memory (simulated)\n"
+    table = [line.split() for line in out.splitlines()]
+    assert [row[:2] for row in table] == [["dataset", "images"], ["A", "1"], ["B", "2"], ["D", "1"]]
+    assert table[1][2] == f"{results[0]['metrics']['psnr']:.4f}"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [r["dataset"] for r in report] == ["A", "B", "D"]
+    assert report[1]["per_image"] == results[1]["per_image"]
+    assert [line.split(" | ")[0] for line in (tmp_path / "r.md").read_text().splitlines()[2:]] == [
+        "| A",
+        "| B",
+        "| D",
+    ]
+    assert sorted(p.name for p in (tmp_path / "sr" / "B").iterdir()) == ["cat.png", "rocket.png"]

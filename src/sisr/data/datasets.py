@@ -927,6 +927,20 @@ def make_loader(
     )
 
 
+def _worker_message(text: str) -> str:
+    """The one-line message of a :class:`SisrError` raised in a DataLoader worker.
+
+    Torch re-raises a worker's exception in the main process with a message of its own: ``Caught SisrError
+    in DataLoader worker process N.`` and the worker's whole traceback, whose last line holds the original
+    message. Other messages are returned as they are.
+    """
+    if not text.startswith("Caught SisrError in DataLoader worker"):
+        return text
+    marker = f"{SisrError.__module__}.{SisrError.__qualname__}: "
+    at = text.rfind(marker)
+    return text if at < 0 else " ".join(text[at + len(marker) :].split())
+
+
 class InfiniteLoader(Iterator[Any]):
     """Endless batches from a :func:`make_loader` loader, epoch after epoch, resumable at any iteration.
 
@@ -983,7 +997,10 @@ class InfiniteLoader(Iterator[Any]):
             self._sampler.set_epoch(self.epoch)
             self._batches = iter(self._loader)
             self._batches_left = self.batches_per_epoch
-        batch = next(self._batches)
+        try:
+            batch = next(self._batches)
+        except SisrError as e:
+            raise SisrError(_worker_message(str(e))) from None
         self._batches_left -= 1
         self.iteration += 1
         return batch
