@@ -659,3 +659,85 @@ def test_a_set_that_fails_at_run_time_keeps_the_finished_ones(
         "| D",
     ]
     assert sorted(p.name for p in (tmp_path / "sr" / "B").iterdir()) == ["cat.png", "rocket.png"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One datasets_from_config for sisr train and sisr test
+
+
+def _data_config(path: Path, datasets: str) -> Path:
+    path.write_text(
+        "name: cfg\nmodel_type: SRModel\nscale: 4\nnetwork_g:\n  type: SeemoRe\n  scale: 4\n"
+        "path:\n  pretrain_network_g: ~\nval:\n  metrics:\n    psnr:\n      type: calculate_psnr\n"
+        "      crop_border: 4\n      test_y_channel: true\ndatasets:\n" + textwrap.indent(datasets, "  ")
+    )
+    return path
+
+
+def test_a_val_entry_is_the_same_set_under_train_test_and_evaluate(bench: Path, tmp_path: Path) -> None:
+    from sisr.config import load_config
+    from sisr.data.build import datasets_from_config
+    from sisr.data.datasets import GTOnlyDataset, PairedImageDataset
+
+    config, _ = load_config(
+        _data_config(
+            tmp_path / "c.yml",
+            f"""\
+            train:
+              name: crops
+              type: PairedImageDataset
+              dataroot_gt: {bench / "HR"}
+              dataroot_lq: {bench / "LR_bicubic" / "X4"}
+              filename_tmpl: '{{}}x4'
+              gt_size: 16
+              batch_size_per_gpu: 2
+            val_1:
+              name: Paired
+              type: PairedImageDataset
+              dataroot_gt: {bench / "HR"}
+              dataroot_lq: {bench / "LR_bicubic" / "X4"}
+              filename_tmpl: '{{}}x4'
+            val_2:
+              name: HROnly
+              type: GTOnlyDataset
+              dataroot_gt: {bench / "HR"}
+            """,
+        )
+    )
+    train = datasets_from_config(config, phases=("train",))
+    assert list(train) == ["train"] and train["train"].gt_size == 16
+    val = datasets_from_config(config, phases=("val", "test"))
+    assert [(k, type(d), d.name) for k, d in val.items()] == [
+        ("val_1", PairedImageDataset, "Paired"),
+        ("val_2", GTOnlyDataset, "HROnly"),  # sisr train refused a GT-only val entry; sisr test took it
+    ]
+    # The same images and LR as the folder that sisr evaluate finds, for both entries.
+    folder = find_benchmark(bench, SCALE)
+    for dataset in val.values():
+        for i in range(len(folder)):
+            assert torch.equal(dataset[i]["lq"], folder[i]["lq"]) and torch.equal(
+                dataset[i]["gt"], folder[i]["gt"]
+            )
+
+    # Every entry that cannot be built is reported at once, by its key.
+    broken, _ = load_config(
+        _data_config(
+            tmp_path / "broken.yml",
+            f"""\
+            val_1:
+              name: A
+              type: PairedImageDataset
+              dataroot_gt: {tmp_path / "nowhere"}
+              dataroot_lq: {bench / "LR_bicubic" / "X4"}
+            test_1:
+              name: B
+              type: GTOnlyDataset
+              dataroot_gt: {tmp_path / "empty"}
+            """,
+        )
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        SisrError, match=r"^2 datasets cannot be used: datasets\.val_1: .*; datasets\.test_1: no images"
+    ):
+        datasets_from_config(broken, phases=("val", "test"))
