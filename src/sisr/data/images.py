@@ -190,7 +190,13 @@ def image_size(source: str | os.PathLike[str] | bytes, name: str | None = None) 
             opened = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
             with PILImage.open(opened, formats=_READ_FORMATS) as im:
                 width, height = im.size
-                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+                if im.format == "PNG":  # Pillow's getexif() would decode a PNG to look behind its pixels
+                    exif = PILImage.Exif()
+                    if "exif" in im.info:
+                        exif.load(im.info["exif"])  # an eXIf chunk before the pixels, where it belongs
+                else:
+                    exif = im.getexif()
+                orientation = exif.get(_EXIF_ORIENTATION, 1)
     except (PILImage.DecompressionBombError, *_DECODE_ERRORS) as e:
         raise SisrError(f"{label}: cannot read the image header: {_one_line(e)}") from None
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
