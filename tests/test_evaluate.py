@@ -352,14 +352,9 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     return code, out, err
 
 
-def test_cli_evaluate(
-    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    hr_only = tmp_path / "Only"
-    (hr_only / "HR").mkdir(parents=True)
-    (hr_only / "HR" / "astro.png").write_bytes((bench / "HR" / "astro.png").read_bytes())
-    argv = ["evaluate", "-m", str(seemore_path), "--data", str(bench), str(hr_only), "--batch-size", "2"]
-    argv += [
+def _report_options(tmp_path: Path) -> list[str]:
+    """``--json``, ``--markdown`` and ``--save`` into ``tmp_path`` (r.json, r.md, sr/)."""
+    return [
         "--json",
         str(tmp_path / "r.json"),
         "--markdown",
@@ -367,6 +362,16 @@ def test_cli_evaluate(
         "--save",
         str(tmp_path / "sr"),
     ]
+
+
+def test_cli_evaluate(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hr_only = tmp_path / "Only"
+    (hr_only / "HR").mkdir(parents=True)
+    (hr_only / "HR" / "astro.png").write_bytes((bench / "HR" / "astro.png").read_bytes())
+    argv = ["evaluate", "-m", str(seemore_path), "--data", str(bench), str(hr_only), "--batch-size", "2"]
+    argv += _report_options(tmp_path)
     code, out, err = _main(argv, capsys)
     assert code == 0, err
     expected = evaluate_dataset(load_model(seemore_path), find_benchmark(bench, SCALE), scale=SCALE)
@@ -628,7 +633,8 @@ def test_a_set_that_fails_at_run_time_keeps_the_finished_ones(
         _copy_set(bench, tmp_path / "C", ["astro", "coffee"]),
         _copy_set(bench, tmp_path / "D", ["rocket"]),
     ]
-    results, failures = evaluate_datasets(model, find_benchmarks(sets, SCALE), scale=SCALE)
+    folders = find_benchmarks(sets, SCALE)
+    results, failures = evaluate_datasets(folders, lambda d: evaluate_dataset(model, d, scale=SCALE))
     assert [r["dataset"] for r in results] == ["A", "B", "D"]
     assert failures == [Failure(dataset="C", message="CUDA out of memory (simulated)")]
     with pytest.raises(SisrError, match=r"^1 set failed \(3 finished and reported\): C: CUDA out of memory"):
@@ -636,14 +642,7 @@ def test_a_set_that_fails_at_run_time_keeps_the_finished_ones(
 
     calls[0] = 0
     argv = ["evaluate", "-m", "any", "--data", *map(str, sets)]
-    argv += [
-        "--json",
-        str(tmp_path / "r.json"),
-        "--markdown",
-        str(tmp_path / "r.md"),
-        "--save",
-        str(tmp_path / "sr"),
-    ]
+    argv += _report_options(tmp_path)
     assert cli_main(argv) == 1
     out, err = capsys.readouterr()
     assert err == "sisr: error: 1 set failed (3 finished and reported): C: CUDA out of memory (simulated)\n"

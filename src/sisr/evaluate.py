@@ -59,6 +59,7 @@ __all__ = [
     "find_benchmarks",
     "format_results",
     "raise_failures",
+    "save_dir_of",
 ]
 
 MetricKind = Literal["psnr", "ssim"]
@@ -386,71 +387,37 @@ class Failure:
 
 
 def evaluate_datasets(
-    model: nn.Module,
-    datasets: Sequence[Dataset],
-    *,
-    scale: int,
-    crop_border: int | None = None,
-    y_channel: bool = True,
-    metrics: Sequence[str] | Mapping[str, MetricSpec] = ("psnr", "ssim"),
-    batch_size: int = 1,
-    self_ensemble: bool = False,
-    tile: int | None = None,
-    overlap: int | None = None,
-    save_root: str | os.PathLike[str] | None = None,
-    save_suffix: str | None = None,
-    show_progress: bool = False,
+    datasets: Sequence[Dataset], evaluate: Callable[[Dataset], dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[Failure]]:
-    """:func:`evaluate_dataset` on every set in turn; a set that fails does not lose the others.
+    """Evaluates every set in turn; a set that fails does not lose the others, which still run.
 
     Check the sets first (:func:`check_datasets`, which :func:`find_benchmarks` runs): what can still fail
     here is what only running shows, e.g. a model that does not scale by ``scale`` or runs out of memory.
 
     Args:
-        model: As :func:`evaluate_dataset`.
-        datasets: The sets; each is named by its ``name`` attribute (or its class).
-        scale: Upscaling factor of the model.
-        crop_border: See :func:`evaluate_dataset`.
-        y_channel: See :func:`evaluate_dataset`.
-        metrics: See :func:`evaluate_dataset`.
-        batch_size: See :func:`evaluate_dataset`.
-        self_ensemble: See :func:`evaluate_dataset`.
-        tile: See :func:`evaluate_dataset`.
-        overlap: See :func:`evaluate_dataset`.
-        save_root: Write each set's SR images to ``save_root/<set name>/``.
-        save_suffix: See :func:`evaluate_dataset`.
-        show_progress: Show ``[set] done/total`` on stderr when it is a terminal.
+        datasets: The sets.
+        evaluate: Scores one set, e.g. ``lambda d: evaluate_dataset(model, d, scale=4)``.
 
     Returns:
         ``(results, failures)``: the results of the sets that finished, in order, each with ``"lr"``
-        (``"files"`` or ``"bicubic on the fly"``), and the sets that failed.
+        (``"files"``, or ``"bicubic on the fly"`` for a set that makes its LR images), and the sets that
+        failed, each named as the results name it.
     """
     results, failures = [], []
     for dataset in datasets:
-        name = _set_name(dataset)
         try:
-            result = evaluate_dataset(
-                model,
-                dataset,
-                scale=scale,
-                crop_border=crop_border,
-                y_channel=y_channel,
-                metrics=metrics,
-                batch_size=batch_size,
-                self_ensemble=self_ensemble,
-                tile=tile,
-                overlap=overlap,
-                save_dir=None if save_root is None else Path(save_root) / name,
-                save_suffix=save_suffix,
-                name=name,
-                progress=_progress_printer(name) if show_progress else None,
-            )
+            result = evaluate(dataset)
         except (SisrError, RuntimeError) as e:  # RuntimeError: torch's, e.g. out of memory
-            failures.append(Failure(dataset=name, message=" ".join(str(e).split())))
+            failures.append(Failure(dataset=_set_name(dataset), message=" ".join(str(e).split())))
             continue
         result["lr"] = "bicubic on the fly" if getattr(dataset, "generates_lr", False) else "files"
         results.append(result)
     return results, failures
+
+
+def save_dir_of(root: str | os.PathLike[str] | None, dataset: Dataset) -> Path | None:
+    """Where a set's SR images go under ``root`` (``root/<set name>``), or None without ``root``."""
+    return None if root is None else Path(root) / _set_name(dataset)
 
 
 def raise_failures(failures: Sequence[Failure], *, finished: int) -> None:
@@ -632,16 +599,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 flush=True,
             )
     results, failures = evaluate_datasets(
-        model,
         folders,
-        scale=scale,
-        crop_border=args.crop_border,
-        y_channel=not args.no_y,
-        batch_size=args.batch_size,
-        self_ensemble=args.self_ensemble,
-        tile=args.tile,
-        save_root=args.save,
-        show_progress=True,
+        lambda folder: evaluate_dataset(
+            model,
+            folder,
+            scale=scale,
+            crop_border=args.crop_border,
+            y_channel=not args.no_y,
+            batch_size=args.batch_size,
+            self_ensemble=args.self_ensemble,
+            tile=args.tile,
+            save_dir=save_dir_of(args.save, folder),
+            progress=_progress_printer(_set_name(folder)),
+        ),
     )
     print(format_results(results, "text"), end="", flush=True)
     if args.json is not None:
@@ -756,16 +726,19 @@ def _run_test(args: argparse.Namespace) -> int:
     datasets = list(datasets_from_config(config, phases=("val", "test")).values())
     check_datasets(datasets)  # every image decoded before any work
     results, failures = evaluate_datasets(
-        model,
         datasets,
-        scale=scale,
-        metrics=specs,
-        batch_size=args.batch_size or 1,
-        self_ensemble=self_ensemble,
-        tile=args.tile,
-        save_root=save_root,
-        save_suffix=suffix,
-        show_progress=True,
+        lambda dataset: evaluate_dataset(
+            model,
+            dataset,
+            scale=scale,
+            metrics=specs,
+            batch_size=args.batch_size or 1,
+            self_ensemble=self_ensemble,
+            tile=args.tile,
+            save_dir=save_dir_of(save_root, dataset),
+            save_suffix=suffix,
+            progress=_progress_printer(_set_name(dataset)),
+        ),
     )
     print(format_results(results, "text"), end="", flush=True)
     raise_failures(failures, finished=len(results))

@@ -53,35 +53,11 @@ def dataset_from_config(entry: DatasetConfig, *, phase: Phase) -> PairedImageDat
     paired = entry.type == "PairedImageDataset"
     if paired and entry.dataroot_lq is None:
         raise SisrError(f"{entry.type} needs dataroot_lq (or use GTOnlyDataset to make the LR images)")
-    backend = entry.io_backend.type
-    if phase == "train":
-        assert entry.gt_size is not None
-        if paired:
-            assert entry.dataroot_lq is not None
-            return PairedImageDataset(
-                gt_root=entry.dataroot_gt,
-                lq_root=entry.dataroot_lq,
-                scale=entry.scale,
-                filename_tmpl=entry.filename_tmpl or "{}",
-                meta_info_file=entry.meta_info_file,
-                gt_size=entry.gt_size,
-                use_hflip=bool(entry.use_hflip),
-                use_rot=bool(entry.use_rot),
-                io_backend=backend,
-                enlarge_ratio=entry.dataset_enlarge_ratio or 1,
-                name=entry.name,
-            )
-        return GTOnlyDataset(
-            gt_root=entry.dataroot_gt,
-            scale=entry.scale,
-            gt_size=entry.gt_size,
-            use_hflip=bool(entry.use_hflip),
-            use_rot=bool(entry.use_rot),
-            meta_info_file=entry.meta_info_file,
-            io_backend=backend,
-            enlarge_ratio=entry.dataset_enlarge_ratio or 1,
-            name=entry.name,
-        )
+    train = phase == "train"  # random patches, flips and enlargement are for training only
+    assert not train or entry.gt_size is not None
+    gt_size = entry.gt_size if train else None
+    use_hflip, use_rot = train and bool(entry.use_hflip), train and bool(entry.use_rot)
+    enlarge_ratio = (entry.dataset_enlarge_ratio or 1) if train else 1
     if paired:
         assert entry.dataroot_lq is not None
         return PairedImageDataset(
@@ -90,16 +66,23 @@ def dataset_from_config(entry: DatasetConfig, *, phase: Phase) -> PairedImageDat
             scale=entry.scale,
             filename_tmpl=entry.filename_tmpl or "{}",
             meta_info_file=entry.meta_info_file,
-            io_backend=backend,
+            gt_size=gt_size,
+            use_hflip=use_hflip,
+            use_rot=use_rot,
+            io_backend=entry.io_backend.type,
+            enlarge_ratio=enlarge_ratio,
             name=entry.name,
         )
     return GTOnlyDataset(
         gt_root=entry.dataroot_gt,
         scale=entry.scale,
-        gt_size=None,
+        gt_size=gt_size,
+        use_hflip=use_hflip,
+        use_rot=use_rot,
         meta_info_file=entry.meta_info_file,
-        io_backend=backend,
-        recursive=False,
+        io_backend=entry.io_backend.type,
+        enlarge_ratio=enlarge_ratio,
+        recursive=train,  # ImageNet's class folders; a benchmark folder is flat
         name=entry.name,
     )
 
