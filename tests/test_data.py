@@ -1,4 +1,4 @@
-"""sisr.data.datasets: pairing, aligned crops, augmentation, LR on the fly, skipping and loading order."""
+"""sisr.data.datasets and .loaders: pairing, crops, augmentation, LR on the fly, skipping, loading order."""
 
 from __future__ import annotations
 
@@ -16,16 +16,14 @@ from skimage import data
 from sisr.data.datasets import (
     IMAGE_SUFFIXES,
     GTOnlyDataset,
-    InfiniteLoader,
     PairedImageDataset,
-    SeededSampler,
     UnreadableImageWarning,
     augment,
     list_images,
-    make_loader,
     resize_bilinear,
     to_float_rgb,
 )
+from sisr.data.loaders import InfiniteLoader, SeededSampler, make_loader
 from sisr.errors import SisrError
 from sisr.imresize import imresize
 from sisr.prepare import make_lmdb, make_lr

@@ -16,7 +16,7 @@ Outputs go to ``experiments/<name>/`` (or ``path.experiments_root``):
 - ``tb/``: TensorBoard events, only when ``torch.utils.tensorboard`` can be imported.
 
 Resuming (``--resume``, ``path.resume_state``) restores everything in the checkpoint and restarts the
-data stream at the checkpoint's iteration (:class:`sisr.data.datasets.InfiniteLoader`), so a run stopped at
+data stream at the checkpoint's iteration (:class:`sisr.data.loaders.InfiniteLoader`), so a run stopped at
 iteration k and resumed reaches, on the same machine and device, the same weights as a run that never
 stopped.
 
@@ -75,7 +75,8 @@ from sisr.config import (
     validate_for_training,
 )
 from sisr.data.build import datasets_from_config
-from sisr.data.datasets import GTOnlyDataset, InfiniteLoader, PairedImageDataset, make_loader
+from sisr.data.datasets import GTOnlyDataset, PairedImageDataset
+from sisr.data.loaders import InfiniteLoader, make_loader
 from sisr.errors import SisrError
 
 __all__ = [
