@@ -740,3 +740,46 @@ def test_a_val_entry_is_the_same_set_under_train_test_and_evaluate(bench: Path, 
         SisrError, match=r"^2 datasets cannot be used: datasets\.val_1: .*; datasets\.test_1: no images"
     ):
         datasets_from_config(broken, phases=("val", "test"))
+
+
+def test_cli_test_checks_every_set_before_running(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _copy_set(bench, tmp_path / "Bad", ["astro", "rocket"])
+    whole = (bad / "HR" / "rocket.png").read_bytes()
+    (bad / "HR" / "rocket.png").write_bytes(whole[: len(whole) // 2])
+    config = tmp_path / "test.yml"
+    _write_config(config, bad, seemore_path)
+    assert cli_main(["test", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert re.match(
+        r"sisr: error: 1 problem in the test sets, nothing was run: Bench: .*rocket\.png: cannot decode", err
+    )
+
+
+def test_a_training_set_with_mismatched_pairs_stops_before_training(bench: Path, tmp_path: Path) -> None:
+    from sisr.config import load_config
+    from sisr.data.build import datasets_from_config
+
+    bad = _copy_set(bench, tmp_path / "Bad", ["astro", "cat", "coffee"])
+    for name in ("astro", "cat"):
+        (bad / "LR_bicubic" / "X4" / f"{name}x4.png").write_bytes(
+            (bench / "LR_bicubic" / "X4" / "coffeex4.png").read_bytes()
+        )
+    entry = f"""\
+        train:
+          name: crops
+          type: PairedImageDataset
+          dataroot_gt: {bad / "HR"}
+          dataroot_lq: {bad / "LR_bicubic" / "X4"}
+          filename_tmpl: '{{}}x4'
+          gt_size: 16
+          batch_size_per_gpu: 2
+        """
+    config, _ = load_config(_data_config(tmp_path / "c.yml", textwrap.dedent(entry)))
+    with pytest.raises(SisrError) as caught:
+        datasets_from_config(config, phases=("train",))
+    message = str(caught.value)
+    assert message.startswith("datasets.train: 2 of 3 GT/LQ pairs: GT ") and "\n" not in message
+    assert "astro.png is 48x40 but LQ" in message and "cat.png is 48x40 but LQ" in message
