@@ -53,6 +53,7 @@ __all__ = [
     "add_evaluate_command",
     "add_test_command",
     "check_datasets",
+    "dataset_name",
     "evaluate_dataset",
     "evaluate_datasets",
     "find_benchmark",
@@ -85,7 +86,8 @@ class MetricSpec:
 # Benchmark folders
 
 
-def _set_name(dataset: Dataset) -> str:
+def dataset_name(dataset: Dataset) -> str:
+    """A set's name in reports: its ``name`` attribute, or its class's name."""
     return getattr(dataset, "name", None) or type(dataset).__name__
 
 
@@ -109,7 +111,7 @@ def check_datasets(datasets: Sequence[Dataset], *, found: Sequence[str] = ()) ->
     for dataset in datasets:
         check = getattr(dataset, "problems", None)
         if check is not None:
-            problems += [f"{_set_name(dataset)}: {p}" for p in check(decode=True)]
+            problems += [f"{dataset_name(dataset)}: {p}" for p in check(decode=True)]
     if problems:
         n = len(problems)
         raise SisrError(
@@ -132,9 +134,9 @@ def find_benchmarks(roots: Sequence[str | os.PathLike[str]], scale: int) -> list
             found.append((str(root), find_benchmark(root, scale)))
         except SisrError as e:
             problems.append(str(e))
-    names = [_set_name(d) for _, d in found]
+    names = [dataset_name(d) for _, d in found]
     for root, dataset in found:
-        if names.count(_set_name(dataset)) > 1:
+        if names.count(dataset_name(dataset)) > 1:
             dataset.name = root  # type: ignore[attr-defined]
     datasets = [d for _, d in found]
     check_datasets(datasets, found=problems)
@@ -356,7 +358,7 @@ def evaluate_dataset(
     # Means in dataset order, so a distributed run sums in the same order as a single process.
     means = {key: math.fsum(entry[key] for entry in per_image) / total for key in specs}
     return {
-        "dataset": name or _set_name(dataset),
+        "dataset": name or dataset_name(dataset),
         "images": total,
         "scale": scale,
         "self_ensemble": self_ensemble,
@@ -408,7 +410,7 @@ def evaluate_datasets(
         try:
             result = evaluate(dataset)
         except (SisrError, RuntimeError) as e:  # RuntimeError: torch's, e.g. out of memory
-            failures.append(Failure(dataset=_set_name(dataset), message=" ".join(str(e).split())))
+            failures.append(Failure(dataset=dataset_name(dataset), message=" ".join(str(e).split())))
             continue
         result["lr"] = "bicubic on the fly" if getattr(dataset, "generates_lr", False) else "files"
         results.append(result)
@@ -417,7 +419,7 @@ def evaluate_datasets(
 
 def save_dir_of(root: str | os.PathLike[str] | None, dataset: Dataset) -> Path | None:
     """Where a set's SR images go under ``root`` (``root/<set name>``), or None without ``root``."""
-    return None if root is None else Path(root) / _set_name(dataset)
+    return None if root is None else Path(root) / dataset_name(dataset)
 
 
 def raise_failures(failures: Sequence[Failure], *, finished: int) -> None:
@@ -610,7 +612,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             self_ensemble=args.self_ensemble,
             tile=args.tile,
             save_dir=save_dir_of(args.save, folder),
-            progress=_progress_printer(_set_name(folder)),
+            progress=_progress_printer(dataset_name(folder)),
         ),
     )
     print(format_results(results, "text"), end="", flush=True)
@@ -737,7 +739,7 @@ def _run_test(args: argparse.Namespace) -> int:
             tile=args.tile,
             save_dir=save_dir_of(save_root, dataset),
             save_suffix=suffix,
-            progress=_progress_printer(_set_name(dataset)),
+            progress=_progress_printer(dataset_name(dataset)),
         ),
     )
     print(format_results(results, "text"), end="", flush=True)
