@@ -1,8 +1,9 @@
-"""sisr.data.datasets: pairing, aligned crops, augmentation, LR on the fly, skipping and loading order."""
+"""sisr.data.datasets and .loaders: pairing, crops, augmentation, LR on the fly, skipping, loading order."""
 
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -13,15 +14,16 @@ from PIL import Image
 from skimage import data
 
 from sisr.data.datasets import (
+    IMAGE_SUFFIXES,
     GTOnlyDataset,
-    InfiniteLoader,
     PairedImageDataset,
-    SeededSampler,
     UnreadableImageWarning,
     augment,
-    make_loader,
+    list_images,
     resize_bilinear,
+    to_float_rgb,
 )
+from sisr.data.loaders import InfiniteLoader, SeededSampler, make_loader
 from sisr.errors import SisrError
 from sisr.imresize import imresize
 from sisr.prepare import make_lmdb, make_lr
@@ -441,3 +443,77 @@ def test_lmdb_missing_package_or_files(tmp_path: Path, monkeypatch: pytest.Monke
     pytest.importorskip("lmdb")
     with pytest.raises(SisrError, match=r"GT LMDB .*gt has no data\.mdb"):
         PairedImageDataset(gt_root=gt_root, lq_root=lq_root, scale=2, io_backend="lmdb")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checks when a dataset is built, the one reader, errors from workers
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_every_mismatched_pair_is_reported_when_the_dataset_is_built(tmp_path: Path) -> None:
+    gt_root, lq_root, lqs = _replicated_pairs(tmp_path, 2)
+    _save(gt_root, "0001.png", np.zeros((70, 96, 3), np.uint8))  # LQ 40x48 wants GT 80x96
+    _save(lq_root, "0003x2.png", np.zeros((39, 48, 3), np.uint8))  # GT 80x96 wants LQ 40x48
+    with pytest.raises(SisrError) as caught:
+        PairedImageDataset(gt_root=gt_root, lq_root=lq_root, scale=2, filename_tmpl="{}x2")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("2 of 3 GT/LQ pairs: GT ")
+    assert re.search(r"GT .*0001\.png is 70x96 but LQ .*0001x2\.png is 40x48", message)
+    assert re.search(r"GT .*0003\.png is 80x96 but LQ .*0003x2\.png is 39x48", message)
+    # An LQ image smaller than the training patch is found then too.
+    _save(gt_root, "0001.png", lqs["0001"].repeat(2, axis=0).repeat(2, axis=1))
+    _save(lq_root, "0003x2.png", lqs["0003"])
+    with pytest.raises(
+        SisrError, match=r"^3 of 3 GT/LQ pairs: LQ .*0001x2\.png is 40x48, smaller than the 44x44"
+    ):
+        PairedImageDataset(gt_root=gt_root, lq_root=lq_root, scale=2, filename_tmpl="{}x2", gt_size=88)
+
+
+def test_sizes_from_the_header_follow_the_exif_orientation(tmp_path: Path) -> None:
+    lq = _photos()["0001"][:40, :48]
+    gt = lq.repeat(2, axis=0).repeat(2, axis=1)  # 80x96 upright
+    _save(tmp_path / "lq", "a.png", lq)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 96x80, shown rotated clockwise
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(np.ascontiguousarray(np.rot90(gt, 1))).save(tmp_path / "gt" / "a.png", exif=exif)
+    ds = PairedImageDataset(gt_root=tmp_path / "gt", lq_root=tmp_path / "lq", scale=2)
+    assert ds[0]["gt"].shape == (3, 80, 96) and ds.lq_size(0) == (40, 48)
+
+
+def test_sixteen_bit_colour_and_gray_with_alpha_become_the_networks_rgb(tmp_path: Path) -> None:
+    from sisr.data.images import write_image
+
+    rng = np.random.default_rng(0)
+    deep = rng.integers(0, 65536, size=(16, 20, 3), dtype=np.uint16)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "lq").mkdir()
+    write_image(tmp_path / "gt" / "deep.png", deep)
+    write_image(tmp_path / "lq" / "deep.png", deep[::2, ::2])
+    sample = PairedImageDataset(gt_root=tmp_path / "gt", lq_root=tmp_path / "lq", scale=2)[0]
+    # 16 bits kept (the old reader of the datasets reduced 16-bit colour to 8 bits).
+    np.testing.assert_array_equal(_hwc(sample["gt"]), deep.astype(np.float32) / np.float32(65535))
+    gray_alpha = np.stack([np.arange(12, dtype=np.uint8).reshape(3, 4), np.full((3, 4), 7, np.uint8)], axis=2)
+    np.testing.assert_array_equal(
+        to_float_rgb(gray_alpha), np.repeat(gray_alpha[:, :, :1], 3, axis=2) / np.float32(255)
+    )
+
+
+def test_one_suffix_set_the_reader_reads(tmp_path: Path) -> None:
+    from sisr.data.images import IMAGE_EXTENSIONS
+
+    assert IMAGE_SUFFIXES == frozenset(IMAGE_EXTENSIONS)
+    _save(tmp_path, "a.png", np.zeros((4, 4, 3), np.uint8))
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "b.ppm")  # the reader refuses PPM
+    assert [p.name for p in list_images(tmp_path, what="GT")] == ["a.png"]
+
+
+def test_an_error_in_a_loader_worker_is_the_original_one_line_message(tmp_path: Path) -> None:
+    gt_root, lq_root, _ = _replicated_pairs(tmp_path, 2)
+    for path in gt_root.iterdir():
+        path.write_bytes(b"garbage")  # no header: the build passes, every draw fails
+    ds = PairedImageDataset(gt_root=gt_root, lq_root=lq_root, scale=2, filename_tmpl="{}x2", gt_size=16)
+    loader = make_loader(ds, batch_size=1, shuffle=False, num_workers=1, seed=0, drop_last=True)
+    with pytest.raises(SisrError) as caught:
+        next(InfiniteLoader(loader))
+    assert str(caught.value) == "none of the 3 images of the dataset could be read"

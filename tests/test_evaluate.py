@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,14 +22,19 @@ from skimage import data
 from torch import Tensor, nn
 
 from sisr.checkpoint import load_model
+from sisr.cli import main as cli_main
 from sisr.errors import SisrError
 from sisr.evaluate import (
+    Failure,
     MetricSpec,
     add_evaluate_command,
     add_test_command,
     evaluate_dataset,
+    evaluate_datasets,
     find_benchmark,
+    find_benchmarks,
     format_results,
+    raise_failures,
 )
 from sisr.imresize import imresize, imresize_torch
 from sisr.metrics import psnr, ssim
@@ -284,15 +290,17 @@ def test_errors(bench: Path, tmp_path: Path) -> None:
     (bad / "LR_bicubic" / "X4" / "cx4.png").write_bytes(
         (bench / "LR_bicubic" / "X4" / "astrox4.png").read_bytes()
     )
-    with pytest.raises(SisrError, match=r"b\.png has no LR partner"):
+    with pytest.raises(SisrError, match=r"b\.png has no LQ partner: expected .*bx4\.png"):
         find_benchmark(bad, SCALE)
     (bad / "HR" / "c.png").write_bytes((bench / "HR" / "coffee.png").read_bytes())
     (bad / "LR_bicubic" / "X4" / "bx4.png").write_bytes(
         (bench / "LR_bicubic" / "X4" / "astrox4.png").read_bytes()
     )
-    folder = find_benchmark(bad, SCALE)  # c (44x52) is paired with a 12x10 LR
-    with pytest.raises(SisrError, match="at scale 4 the HR must be 48x40"):
-        evaluate_dataset(Nearest(), folder, scale=SCALE)
+    # c (44x52) is paired with a 12x10 LR: found from the headers when the set is built.
+    with pytest.raises(
+        SisrError, match=r"c\.png is 44x52 but LQ .*cx4\.png is 12x10: at scale 4 the GT must be 48x40"
+    ):
+        find_benchmark(bad, SCALE)
     with pytest.raises(SisrError, match="not x2"):
         evaluate_dataset(Nearest(), find_benchmark(bench, 2), scale=2)
     with pytest.raises(SisrError, match="batch_size"):
@@ -344,14 +352,9 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     return code, out, err
 
 
-def test_cli_evaluate(
-    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    hr_only = tmp_path / "Only"
-    (hr_only / "HR").mkdir(parents=True)
-    (hr_only / "HR" / "astro.png").write_bytes((bench / "HR" / "astro.png").read_bytes())
-    argv = ["evaluate", "-m", str(seemore_path), "--data", str(bench), str(hr_only), "--batch-size", "2"]
-    argv += [
+def _report_options(tmp_path: Path) -> list[str]:
+    """``--json``, ``--markdown`` and ``--save`` into ``tmp_path`` (r.json, r.md, sr/)."""
+    return [
         "--json",
         str(tmp_path / "r.json"),
         "--markdown",
@@ -359,6 +362,16 @@ def test_cli_evaluate(
         "--save",
         str(tmp_path / "sr"),
     ]
+
+
+def test_cli_evaluate(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hr_only = tmp_path / "Only"
+    (hr_only / "HR").mkdir(parents=True)
+    (hr_only / "HR" / "astro.png").write_bytes((bench / "HR" / "astro.png").read_bytes())
+    argv = ["evaluate", "-m", str(seemore_path), "--data", str(bench), str(hr_only), "--batch-size", "2"]
+    argv += _report_options(tmp_path)
     code, out, err = _main(argv, capsys)
     assert code == 0, err
     expected = evaluate_dataset(load_model(seemore_path), find_benchmark(bench, SCALE), scale=SCALE)
@@ -532,3 +545,241 @@ def test_distributed_equals_single_process(bench: Path, seemore_path: Path, tmp_
         assert written["result"] == single
         # Each rank ran only its share: 2 of the 4 images (rank 0: astro, coffee; rank 1: cat, rocket).
         assert written["calls"][-1] == [2, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Nothing finished is lost
+
+
+def _copy_set(src: Path, dst: Path, names: list[str]) -> Path:
+    """A benchmark folder (HR + LR_bicubic/X4) holding some images of ``src``."""
+    (dst / "HR").mkdir(parents=True)
+    (dst / "LR_bicubic" / "X4").mkdir(parents=True)
+    for name in names:
+        (dst / "HR" / f"{name}.png").write_bytes((src / "HR" / f"{name}.png").read_bytes())
+        lr = src / "LR_bicubic" / "X4" / f"{name}x4.png"
+        (dst / "LR_bicubic" / "X4" / lr.name).write_bytes(lr.read_bytes())
+    return dst
+
+
+def _bad_sets(bench: Path, tmp_path: Path) -> list[Path]:
+    """A good set, then three bad ones: a size mismatch, a truncated file, an HR image below the scale."""
+    mismatch = _copy_set(bench, tmp_path / "Mismatch", ["astro", "cat"])
+    (mismatch / "LR_bicubic" / "X4" / "catx4.png").write_bytes(
+        (bench / "LR_bicubic" / "X4" / "coffeex4.png").read_bytes()
+    )
+    truncated = _copy_set(bench, tmp_path / "Truncated", ["astro", "rocket"])
+    whole = (bench / "HR" / "rocket.png").read_bytes()
+    (truncated / "HR" / "rocket.png").write_bytes(whole[: len(whole) // 2])  # the header is intact
+    tiny = tmp_path / "Tiny" / "HR"
+    tiny.mkdir(parents=True)
+    Image.fromarray(np.zeros((3, 8, 3), np.uint8)).save(tiny / "dot.png")
+    return [bench, mismatch, truncated, tiny.parent]
+
+
+def test_every_image_of_every_set_is_checked_before_the_first_forward_pass(
+    bench: Path, tmp_path: Path
+) -> None:
+    roots = _bad_sets(bench, tmp_path)
+    with pytest.raises(SisrError) as caught:
+        find_benchmarks(roots, SCALE)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("3 problems in the test sets, nothing was run: ")
+    assert re.search(r"cat\.png is 48x40 but LQ .*catx4\.png is 11x13", message)
+    assert re.search(r"Truncated: .*rocket\.png: cannot decode image", message)
+    assert re.search(r"Tiny: .*dot\.png: image of 3x8 pixels is smaller than scale 4", message)
+    # A missing folder is one more problem of the same report.
+    with pytest.raises(SisrError, match=r"^4 problems .*nowhere: no such folder; .*Tiny: "):
+        find_benchmarks([tmp_path / "nowhere", *roots], SCALE)
+    # The list is bounded.
+    many = [_copy_set(bench, tmp_path / f"M{i}", ["astro"]) for i in range(12)]
+    for root in many:
+        (root / "HR" / "astro.png").write_bytes((bench / "HR" / "astro.png").read_bytes()[:200])
+    with pytest.raises(SisrError, match=r"^12 problems .*; and 2 more$"):
+        find_benchmarks(many, SCALE)
+
+
+def test_cli_reports_every_bad_image_at_once_and_runs_nothing(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roots = [str(p) for p in _bad_sets(bench, tmp_path)]
+    argv = ["evaluate", "-m", str(seemore_path), "--data", *roots]
+    argv += ["--json", str(tmp_path / "r.json"), "--save", str(tmp_path / "sr")]
+    assert cli_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("sisr: error: 3 problems in the test sets")
+    for name in ("catx4.png", "rocket.png", "dot.png"):
+        assert name in err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "sr").exists()
+
+
+def test_a_set_that_fails_at_run_time_keeps_the_finished_ones(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    model = load_model(seemore_path)
+
+    calls = [0]
+
+    def out_of_memory(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        calls[0] += 1
+        if calls[0] == 4:  # one image at a time: A has 1, B 2, so the 4th is the first of C
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    model.register_forward_pre_hook(out_of_memory)
+    monkeypatch.setattr("sisr.checkpoint.load_model", lambda *a, **k: model)
+    sets = [
+        _copy_set(bench, tmp_path / "A", ["astro"]),
+        _copy_set(bench, tmp_path / "B", ["cat", "rocket"]),
+        _copy_set(bench, tmp_path / "C", ["astro", "coffee"]),
+        _copy_set(bench, tmp_path / "D", ["rocket"]),
+    ]
+    folders = find_benchmarks(sets, SCALE)
+    results, failures = evaluate_datasets(folders, lambda d: evaluate_dataset(model, d, scale=SCALE))
+    assert [r["dataset"] for r in results] == ["A", "B", "D"]
+    assert failures == [Failure(dataset="C", message="CUDA out of memory (simulated)")]
+    with pytest.raises(SisrError, match=r"^1 set failed \(3 finished and reported\): C: CUDA out of memory"):
+        raise_failures(failures, finished=len(results))
+
+    calls[0] = 0
+    argv = ["evaluate", "-m", "any", "--data", *map(str, sets)]
+    argv += _report_options(tmp_path)
+    assert cli_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err == "sisr: error: 1 set failed (3 finished and reported): C: CUDA out of memory (simulated)\n"
+    table = [line.split() for line in out.splitlines()]
+    assert [row[:2] for row in table] == [["dataset", "images"], ["A", "1"], ["B", "2"], ["D", "1"]]
+    assert table[1][2] == f"{results[0]['metrics']['psnr']:.4f}"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [r["dataset"] for r in report] == ["A", "B", "D"]
+    assert report[1]["per_image"] == results[1]["per_image"]
+    assert [line.split(" | ")[0] for line in (tmp_path / "r.md").read_text().splitlines()[2:]] == [
+        "| A",
+        "| B",
+        "| D",
+    ]
+    assert sorted(p.name for p in (tmp_path / "sr" / "B").iterdir()) == ["cat.png", "rocket.png"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One datasets_from_config for sisr train and sisr test
+
+
+def _data_config(path: Path, datasets: str) -> Path:
+    path.write_text(
+        "name: cfg\nmodel_type: SRModel\nscale: 4\nnetwork_g:\n  type: SeemoRe\n  scale: 4\n"
+        "path:\n  pretrain_network_g: ~\nval:\n  metrics:\n    psnr:\n      type: calculate_psnr\n"
+        "      crop_border: 4\n      test_y_channel: true\ndatasets:\n" + textwrap.indent(datasets, "  ")
+    )
+    return path
+
+
+def test_a_val_entry_is_the_same_set_under_train_test_and_evaluate(bench: Path, tmp_path: Path) -> None:
+    from sisr.config import load_config
+    from sisr.data.build import datasets_from_config
+    from sisr.data.datasets import GTOnlyDataset, PairedImageDataset
+
+    config, _ = load_config(
+        _data_config(
+            tmp_path / "c.yml",
+            f"""\
+            train:
+              name: crops
+              type: PairedImageDataset
+              dataroot_gt: {bench / "HR"}
+              dataroot_lq: {bench / "LR_bicubic" / "X4"}
+              filename_tmpl: '{{}}x4'
+              gt_size: 16
+              batch_size_per_gpu: 2
+            val_1:
+              name: Paired
+              type: PairedImageDataset
+              dataroot_gt: {bench / "HR"}
+              dataroot_lq: {bench / "LR_bicubic" / "X4"}
+              filename_tmpl: '{{}}x4'
+            val_2:
+              name: HROnly
+              type: GTOnlyDataset
+              dataroot_gt: {bench / "HR"}
+            """,
+        )
+    )
+    train = datasets_from_config(config, phases=("train",))
+    assert list(train) == ["train"] and train["train"].gt_size == 16
+    val = datasets_from_config(config, phases=("val", "test"))
+    assert [(k, type(d), d.name) for k, d in val.items()] == [
+        ("val_1", PairedImageDataset, "Paired"),
+        ("val_2", GTOnlyDataset, "HROnly"),  # sisr train refused a GT-only val entry; sisr test took it
+    ]
+    # The same images and LR as the folder that sisr evaluate finds, for both entries.
+    folder = find_benchmark(bench, SCALE)
+    for dataset in val.values():
+        for i in range(len(folder)):
+            assert torch.equal(dataset[i]["lq"], folder[i]["lq"]) and torch.equal(
+                dataset[i]["gt"], folder[i]["gt"]
+            )
+
+    # Every entry that cannot be built is reported at once, by its key.
+    broken, _ = load_config(
+        _data_config(
+            tmp_path / "broken.yml",
+            f"""\
+            val_1:
+              name: A
+              type: PairedImageDataset
+              dataroot_gt: {tmp_path / "nowhere"}
+              dataroot_lq: {bench / "LR_bicubic" / "X4"}
+            test_1:
+              name: B
+              type: GTOnlyDataset
+              dataroot_gt: {tmp_path / "empty"}
+            """,
+        )
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        SisrError, match=r"^2 datasets cannot be used: datasets\.val_1: .*; datasets\.test_1: no images"
+    ):
+        datasets_from_config(broken, phases=("val", "test"))
+
+
+def test_cli_test_checks_every_set_before_running(
+    bench: Path, seemore_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _copy_set(bench, tmp_path / "Bad", ["astro", "rocket"])
+    whole = (bad / "HR" / "rocket.png").read_bytes()
+    (bad / "HR" / "rocket.png").write_bytes(whole[: len(whole) // 2])
+    config = tmp_path / "test.yml"
+    _write_config(config, bad, seemore_path)
+    assert cli_main(["test", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert re.match(
+        r"sisr: error: 1 problem in the test sets, nothing was run: Bench: .*rocket\.png: cannot decode", err
+    )
+
+
+def test_a_training_set_with_mismatched_pairs_stops_before_training(bench: Path, tmp_path: Path) -> None:
+    from sisr.config import load_config
+    from sisr.data.build import datasets_from_config
+
+    bad = _copy_set(bench, tmp_path / "Bad", ["astro", "cat", "coffee"])
+    for name in ("astro", "cat"):
+        (bad / "LR_bicubic" / "X4" / f"{name}x4.png").write_bytes(
+            (bench / "LR_bicubic" / "X4" / "coffeex4.png").read_bytes()
+        )
+    entry = f"""\
+        train:
+          name: crops
+          type: PairedImageDataset
+          dataroot_gt: {bad / "HR"}
+          dataroot_lq: {bad / "LR_bicubic" / "X4"}
+          filename_tmpl: '{{}}x4'
+          gt_size: 16
+          batch_size_per_gpu: 2
+        """
+    config, _ = load_config(_data_config(tmp_path / "c.yml", textwrap.dedent(entry)))
+    with pytest.raises(SisrError) as caught:
+        datasets_from_config(config, phases=("train",))
+    message = str(caught.value)
+    assert message.startswith("datasets.train: 2 of 3 GT/LQ pairs: GT ") and "\n" not in message
+    assert "astro.png is 48x40 but LQ" in message and "cat.png is 48x40 but LQ" in message

@@ -18,7 +18,8 @@ import torch
 from skimage import data
 
 from sisr.errors import SisrError
-from sisr.imresize import imresize, imresize_torch, resize_matrix
+from sisr.heldout import lr_of
+from sisr.imresize import bicubic_lr, imresize, imresize_torch, resize_matrix
 from sisr.metrics import modcrop
 
 FIXTURE = Path(__file__).parent / "fixtures" / "basicsr_reference.npz"
@@ -233,6 +234,51 @@ def test_errors() -> None:
         imresize_torch(torch.zeros(3, 4, 4, dtype=torch.uint8), 0.5)
     with pytest.raises(SisrError, match=r"\(C, H, W\) or \(B, C, H, W\)"):
         imresize_torch(torch.zeros(4, 4), 0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# bicubic_lr: the one LR image
+
+
+def _im2uint(x: np.ndarray, top: float) -> np.ndarray:
+    """MATLAB's im2uint8 / im2uint16 of a double image: round half away from zero, saturate."""
+    return np.clip(np.floor(x * top + 0.5), 0, top)
+
+
+def test_bicubic_lr_is_matlab_imresize_of_the_modcrop_rounded_like_im2uint8() -> None:
+    hr = data.rocket()  # 427x640: mod-cropped at x2 and x3
+    for s in (2, 3, 4):
+        crop = modcrop(hr, s)
+        expected = _im2uint(imresize(crop.astype(np.float64) / 255, 1 / s), 255)
+        lr = bicubic_lr(hr, s)
+        assert lr.dtype == np.uint8 and lr.shape == (hr.shape[0] // s, hr.shape[1] // s, 3)
+        np.testing.assert_array_equal(lr, expected)
+        # The held-out photographs' LR is this one (it once rounded float32 values half to even).
+        np.testing.assert_array_equal(lr_of(crop, s), expected)
+    deep = (data.camera()[:31, :42].astype(np.uint16) * 257) ^ np.uint16(0x5A)  # 16-bit gray, (H, W)
+    lr16 = bicubic_lr(deep, 2)
+    assert lr16.dtype == np.uint16 and lr16.shape == (15, 21)
+    np.testing.assert_array_equal(
+        lr16, _im2uint(imresize(deep[:30].astype(np.float64) / 65535, 1 / 2), 65535)
+    )
+
+
+def test_bicubic_lr_of_float_images_is_neither_rounded_nor_clipped() -> None:
+    edge = np.zeros((8, 12, 3), np.float32)
+    edge[:, 6:] = 1.0  # a sharp edge: bicubic overshoots on both sides
+    lr = bicubic_lr(edge, 2)
+    assert lr.dtype == np.float32
+    np.testing.assert_array_equal(lr, imresize(edge, 1 / 2))
+    assert lr.min() < 0 and lr.max() > 1
+
+
+def test_bicubic_lr_errors() -> None:
+    with pytest.raises(SisrError, match="image of 2x5 pixels is smaller than scale 3"):
+        bicubic_lr(np.zeros((2, 5, 3), np.uint8), 3)
+    with pytest.raises(SisrError, match="scale must be an integer >= 1"):
+        bicubic_lr(np.zeros((8, 8, 3), np.uint8), 2.5)  # type: ignore[arg-type]
+    with pytest.raises(SisrError, match="dtype int32"):
+        bicubic_lr(np.zeros((8, 8, 3), np.int32), 2)
 
 
 # ------------------------------------------------------------------------------------------------

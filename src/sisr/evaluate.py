@@ -15,10 +15,15 @@ every image is scored on its own, so the numbers do not depend on the batch size
 ``torch.distributed`` initialised, ranks take every ``world``-th image and the per-image values are
 gathered, so every rank returns exactly the numbers one process would.
 
-Benchmark folders are found in their usual layouts: ``Set5/HR`` with ``Set5/LR_bicubic/X4/{name}x4.png``
-(EDSR / DIV2K naming), or BasicSR's ``Set5/GTmod12`` with ``Set5/LRbicx4``. A folder with HR images only
-gets its LR images made on the fly: mod-crop, MATLAB bicubic ``imresize(hr, 1 / scale)``, rounded to
-uint8 like MATLAB's ``im2uint8`` (what the published LR files hold).
+Benchmark folders are found in their usual layouts (:func:`sisr.data.build.find_benchmark`): ``Set5/HR``
+with ``Set5/LR_bicubic/X4/{name}x4.png`` (EDSR / DIV2K naming), or BasicSR's ``Set5/GTmod12`` with
+``Set5/LRbicx4``. A folder with HR images only gets its LR images made on the fly
+(:func:`sisr.imresize.bicubic_lr`: mod-crop, MATLAB bicubic, rounded like MATLAB's ``im2uint8``, what the
+published LR files hold). The sets are the datasets the configs build (:mod:`sisr.data.datasets`).
+
+Nothing finished is lost to a bad image: :func:`find_benchmarks` / :func:`check_datasets` decode every
+image of every set before the first forward pass and report all problems in one error, and
+:func:`evaluate_datasets` keeps the results of the sets that finished when a later one fails.
 """
 
 from __future__ import annotations
@@ -34,21 +39,28 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from sisr.argtypes import non_negative_int, positive_int
+from sisr.data.build import find_benchmark
+from sisr.data.datasets import format_problems
 from sisr.errors import SisrError
 
 __all__ = [
-    "BenchmarkFolder",
+    "Failure",
     "MetricSpec",
     "add_evaluate_command",
     "add_test_command",
+    "check_datasets",
+    "dataset_name",
     "evaluate_dataset",
+    "evaluate_datasets",
     "find_benchmark",
+    "find_benchmarks",
     "format_results",
+    "raise_failures",
+    "save_dir_of",
 ]
 
 MetricKind = Literal["psnr", "ssim"]
@@ -74,164 +86,61 @@ class MetricSpec:
 # Benchmark folders
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` float32 in ``[0, 1]``: gray replicated, alpha dropped, 16 bits scaled by 65535."""
-    from sisr.data.images import read_image
-
-    pixels = read_image(path).pixels
-    top = np.float32(65535.0 if pixels.dtype == np.uint16 else 255.0)
-    if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    return pixels[:, :, :3].astype(np.float32) / top
+def dataset_name(dataset: Dataset) -> str:
+    """A set's name in reports: its ``name`` attribute, or its class's name."""
+    return getattr(dataset, "name", None) or type(dataset).__name__
 
 
-def _header_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
-    try:
-        with PILImage.open(path) as im:
-            width, height = im.size
-    except Exception as e:  # Pillow reports bad files with many exception types
-        raise SisrError(f"{path}: cannot read image: {' '.join(str(e).split())}") from None
-    return height, width
+def check_datasets(datasets: Sequence[Dataset], *, found: Sequence[str] = ()) -> None:
+    """Decodes every image of every set, before any forward pass, and reports every problem at once.
 
+    Decoding (not only the headers) finds truncated and corrupt files too; it costs one more read of the
+    images, little beside running a network on them. Datasets without ``problems()`` (your own) are not
+    checked.
 
-def _list(folder: Path, what: str) -> list[Path]:
-    from sisr.data.datasets import list_images
-
-    return list_images(folder, what=what)
-
-
-class BenchmarkFolder(Dataset):
-    """A benchmark set: HR images with their LR partners, or HR images alone (LR made on the fly).
-
-    Samples are dicts ``{"lq": (3, h, w), "gt": (3, H, W), "lq_path": str, "gt_path": str, "name": str}``
-    of float32 tensors in ``[0, 1]``; ``H, W`` are at most ``scale - 1`` larger than ``scale * h, w``.
-    """
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        gt_root: str | os.PathLike[str],
-        scale: int,
-        lq_root: str | os.PathLike[str] | None = None,
-        filename_tmpl: str | None = None,
-    ) -> None:
-        """Pairs the images by name.
-
-        Args:
-            name: The set's name (``"Set5"``), for the report.
-            gt_root: Folder of HR images.
-            scale: Upscaling factor.
-            lq_root: Folder of LR images; None makes them from the HR images.
-            filename_tmpl: LR stem for an HR stem, e.g. ``"{}x4"``; None tries ``"{}x{scale}"``, ``"{}"``
-                and Manga109's ``"{}_LRBI_x{scale}"``.
-
-        Raises:
-            SisrError: On a missing or empty folder, or HR and LR images that do not pair up.
-        """
-        self.name = name
-        self.scale = int(scale)
-        self.gt_root = Path(gt_root)
-        self.lq_root = None if lq_root is None else Path(lq_root)
-        gt_files = _list(self.gt_root, "HR")
-        self.names = [p.stem for p in gt_files]
-        self.gt_files = gt_files
-        self.lq_files: list[Path] | None = None
-        if self.lq_root is not None:
-            self.lq_files = self._pair(gt_files, _list(self.lq_root, "LR"), filename_tmpl)
-
-    @property
-    def generates_lr(self) -> bool:
-        """Whether the LR images are made from the HR ones."""
-        return self.lq_files is None
-
-    def _pair(self, gt_files: list[Path], lq_files: list[Path], tmpl: str | None) -> list[Path]:
-        by_stem = {p.stem: p for p in lq_files}
-        templates = (
-            [tmpl] if tmpl is not None else ["{}x" + str(self.scale), "{}", "{}_LRBI_x" + str(self.scale)]
-        )
-        for template in templates:
-            if all(template.format(p.stem) in by_stem for p in gt_files):
-                pairs = [by_stem[template.format(p.stem)] for p in gt_files]
-                extra = sorted(set(lq_files) - set(pairs))
-                if extra:
-                    raise SisrError(f"LR image {extra[0]} has no HR partner in {self.gt_root}")
-                return pairs
-        missing = next(p for p in gt_files if templates[0].format(p.stem) not in by_stem)
-        expected = templates[0].format(missing.stem)
-        raise SisrError(f"HR image {missing} has no LR partner in {self.lq_root} (expected {expected}.png)")
-
-    def __len__(self) -> int:
-        return len(self.gt_files)
-
-    def lq_size(self, index: int) -> tuple[int, int]:
-        """(height, width) of the LR input of image ``index``, read from a file header only."""
-        if self.lq_files is not None:
-            return _header_size(self.lq_files[index])
-        height, width = _header_size(self.gt_files[index])
-        return height // self.scale, width // self.scale
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        from sisr.imresize import imresize
-
-        s = self.scale
-        gt_path = self.gt_files[index]
-        gt = _read_rgb(gt_path)
-        if self.lq_files is None:
-            height, width = gt.shape[0] - gt.shape[0] % s, gt.shape[1] - gt.shape[1] % s
-            if height == 0 or width == 0:
-                raise SisrError(f"HR image {gt_path} ({gt.shape[0]}x{gt.shape[1]}) is smaller than scale {s}")
-            gt = gt[:height, :width]
-            # The published LR files: MATLAB imresize of the mod-cropped HR in double, then im2uint8.
-            lr = imresize(gt.astype(np.float64), 1.0 / s)
-            lq = (np.clip(np.floor(lr * 255.0 + 0.5), 0, 255) / 255.0).astype(np.float32)
-            lq_path = f"{gt_path} (bicubic x{s})"
-        else:
-            lq_path = self.lq_files[index]
-            lq = _read_rgb(lq_path)
-            (gt_h, gt_w), (lq_h, lq_w) = gt.shape[:2], lq.shape[:2]
-            if gt_h // s != lq_h or gt_w // s != lq_w:
-                raise SisrError(
-                    f"HR {gt_path} is {gt_h}x{gt_w} but LR {lq_path} is {lq_h}x{lq_w}; "
-                    f"at scale {s} the HR must be {lq_h * s}x{lq_w * s} (up to {s - 1} more)"
-                )
-
-        def tensor(a: np.ndarray) -> Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
-
-        return {
-            "lq": tensor(lq),
-            "gt": tensor(gt),
-            "lq_path": str(lq_path),
-            "gt_path": str(gt_path),
-            "name": gt_path.stem,
-        }
-
-
-def find_benchmark(root: str | os.PathLike[str], scale: int) -> BenchmarkFolder:
-    """Recognises a benchmark folder's layout.
-
-    Accepted, in this order: ``ROOT/HR`` + ``ROOT/LR_bicubic/X{s}`` (``{name}x{s}``), ``ROOT/GTmod12`` +
-    ``ROOT/LRbicx{s}`` (same names), and HR images alone in ``ROOT/HR``, ``ROOT/GTmod12`` or ``ROOT``
-    itself, whose LR images are then made on the fly.
+    Args:
+        datasets: The sets to check, e.g. from :func:`find_benchmarks` or
+            :func:`~sisr.data.build.datasets_from_config`.
+        found: Problems met earlier (e.g. folders that could not be recognised), reported with these.
 
     Raises:
-        SisrError: If the folder does not exist, holds no images, or the names do not pair up.
+        SisrError: One line listing the problems (the first ten, and how many more), each naming its set
+            and file: size mismatches, images smaller than the scale, unreadable files.
     """
-    base = Path(root)
-    if not base.is_dir():
-        raise SisrError(f"{base}: no such folder")
-    name = base.resolve().name
-    if name in ("HR", "GTmod12"):  # the HR folder itself was given: name the set after its parent
-        name = base.resolve().parent.name or name
-    for gt_dir, lq_dir in (("HR", f"LR_bicubic/X{scale}"), ("GTmod12", f"LRbicx{scale}")):
-        if (base / gt_dir).is_dir():
-            lq = base / lq_dir
-            return BenchmarkFolder(
-                name=name, gt_root=base / gt_dir, lq_root=lq if lq.is_dir() else None, scale=scale
-            )
-    return BenchmarkFolder(name=name, gt_root=base, scale=scale)
+    problems = list(found)
+    for dataset in datasets:
+        check = getattr(dataset, "problems", None)
+        if check is not None:
+            problems += [f"{dataset_name(dataset)}: {p}" for p in check(decode=True)]
+    if problems:
+        n = len(problems)
+        raise SisrError(
+            format_problems(f"{n} problem{'s' * (n > 1)} in the test sets, nothing was run", problems)
+        )
+
+
+def find_benchmarks(roots: Sequence[str | os.PathLike[str]], scale: int) -> list[Dataset]:
+    """:func:`~sisr.data.build.find_benchmark` for every folder, every image checked before any work.
+
+    Sets that would share a name are named by their folder as given instead.
+
+    Raises:
+        SisrError: One line listing every problem of every folder (see :func:`check_datasets`).
+    """
+    found: list[tuple[str, Dataset]] = []
+    problems = []
+    for root in roots:
+        try:
+            found.append((str(root), find_benchmark(root, scale)))
+        except SisrError as e:
+            problems.append(str(e))
+    names = [dataset_name(d) for _, d in found]
+    for root, dataset in found:
+        if names.count(dataset_name(dataset)) > 1:
+            dataset.name = root  # type: ignore[attr-defined]
+    datasets = [d for _, d in found]
+    check_datasets(datasets, found=problems)
+    return datasets
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -338,8 +247,9 @@ def evaluate_dataset(
     Args:
         model: Maps (B, 3, h, w) in [0, 1] to (B, 3, scale*h, scale*w); call ``.eval()`` first.
         dataset: Whole-image samples ``{"lq", "gt"}`` (``(3, h, w)`` / ``(3, H, W)`` floats in [0, 1])
-            and ``"gt_path"`` or ``"lq_path"`` naming the image, e.g. :class:`BenchmarkFolder` or
-            :class:`~sisr.data.datasets.PairedImageDataset` with ``gt_size=None``. A
+            and ``"gt_path"`` or ``"lq_path"`` naming the image, e.g. from :func:`find_benchmark`:
+            :class:`~sisr.data.datasets.PairedImageDataset` or
+            :class:`~sisr.data.datasets.GTOnlyDataset` with ``gt_size=None``. A
             ``lq_size(index)`` method, if present, lets images of equal size be batched together
             whatever their order.
         scale: Upscaling factor of the model.
@@ -448,7 +358,7 @@ def evaluate_dataset(
     # Means in dataset order, so a distributed run sums in the same order as a single process.
     means = {key: math.fsum(entry[key] for entry in per_image) / total for key in specs}
     return {
-        "dataset": name or getattr(dataset, "name", None) or type(dataset).__name__,
+        "dataset": name or dataset_name(dataset),
         "images": total,
         "scale": scale,
         "self_ensemble": self_ensemble,
@@ -463,6 +373,67 @@ def _image_name(sample: Mapping[str, Any]) -> str:
         return str(sample["name"])
     path = sample.get("gt_path") or sample.get("lq_path")
     return Path(str(path)).stem if path else "image"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A set that failed while it was evaluated (the other sets' results are kept).
+
+    Attributes:
+        dataset: The set's name.
+        message: The one-line error.
+    """
+
+    dataset: str
+    message: str
+
+
+def evaluate_datasets(
+    datasets: Sequence[Dataset], evaluate: Callable[[Dataset], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Evaluates every set in turn; a set that fails does not lose the others, which still run.
+
+    Check the sets first (:func:`check_datasets`, which :func:`find_benchmarks` runs): what can still fail
+    here is what only running shows, e.g. a model that does not scale by ``scale`` or runs out of memory.
+
+    Args:
+        datasets: The sets.
+        evaluate: Scores one set, e.g. ``lambda d: evaluate_dataset(model, d, scale=4)``.
+
+    Returns:
+        ``(results, failures)``: the results of the sets that finished, in order, each with ``"lr"``
+        (``"files"``, or ``"bicubic on the fly"`` for a set that makes its LR images), and the sets that
+        failed, each named as the results name it.
+    """
+    results, failures = [], []
+    for dataset in datasets:
+        try:
+            result = evaluate(dataset)
+        except (SisrError, RuntimeError) as e:  # RuntimeError: torch's, e.g. out of memory
+            failures.append(Failure(dataset=dataset_name(dataset), message=" ".join(str(e).split())))
+            continue
+        result["lr"] = "bicubic on the fly" if getattr(dataset, "generates_lr", False) else "files"
+        results.append(result)
+    return results, failures
+
+
+def save_dir_of(root: str | os.PathLike[str] | None, dataset: Dataset) -> Path | None:
+    """Where a set's SR images go under ``root`` (``root/<set name>``), or None without ``root``."""
+    return None if root is None else Path(root) / dataset_name(dataset)
+
+
+def raise_failures(failures: Sequence[Failure], *, finished: int) -> None:
+    """Raises one line naming the failed sets (after their finished neighbours have been reported).
+
+    Raises:
+        SisrError: If ``failures`` is not empty.
+    """
+    if failures:
+        shown = format_problems(
+            f"{len(failures)} set{'s' * (len(failures) > 1)} failed ({finished} finished and reported)",
+            [f"{f.dataset}: {f.message}" for f in failures],
+        )
+        raise SisrError(shown)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -622,21 +593,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     scale = scale_of(model)
     if args.scale is not None and args.scale != scale:
         raise SisrError(f"--scale {args.scale}: the model {args.model} is x{scale}")
-    folders = [find_benchmark(root, scale) for root in args.data]  # all checked before any work
-    names = [f.name for f in folders]
-    for folder, root in zip(folders, args.data, strict=True):
-        if names.count(folder.name) > 1:
-            folder.name = str(root)
-    results = []
+    folders = find_benchmarks(args.data, scale)  # every image of every set checked before any work
     for folder in folders:
-        if folder.generates_lr:
+        if getattr(folder, "generates_lr", False):
             print(
                 f"note: {folder.name}: no LR images for x{scale}; made from HR with MATLAB bicubic",
                 flush=True,
             )
-        save = None if args.save is None else Path(args.save) / folder.name
-        show = _progress_printer(folder.name)
-        result = evaluate_dataset(
+    results, failures = evaluate_datasets(
+        folders,
+        lambda folder: evaluate_dataset(
             model,
             folder,
             scale=scale,
@@ -645,16 +611,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             self_ensemble=args.self_ensemble,
             tile=args.tile,
-            save_dir=save,
-            progress=show,
-        )
-        result["lr"] = "bicubic on the fly" if folder.generates_lr else "files"
-        results.append(result)
+            save_dir=save_dir_of(args.save, folder),
+            progress=_progress_printer(dataset_name(folder)),
+        ),
+    )
     print(format_results(results, "text"), end="", flush=True)
     if args.json is not None:
         _write_text(args.json, format_results(results, "json"))
     if args.markdown is not None:
         _write_text(args.markdown, format_results(results, "markdown"))
+    raise_failures(failures, finished=len(results))
     return 0
 
 
@@ -732,35 +698,11 @@ def _load_for_config(config: Any, device: str) -> nn.Module:
     return model.to(dev).eval()
 
 
-def _config_dataset(key: str, entry: Any, scale: int) -> Dataset:
-    from sisr.data.datasets import PairedImageDataset
-
-    if entry.type == "PairedImageDataset":
-        if entry.io_backend.type == "disk" and entry.meta_info_file is None:
-            return BenchmarkFolder(
-                name=entry.name,
-                gt_root=entry.dataroot_gt,
-                lq_root=entry.dataroot_lq,
-                filename_tmpl=entry.filename_tmpl,
-                scale=scale,
-            )
-        return PairedImageDataset(
-            gt_root=entry.dataroot_gt,
-            lq_root=entry.dataroot_lq,
-            scale=scale,
-            filename_tmpl=entry.filename_tmpl or "{}",
-            meta_info_file=entry.meta_info_file,
-            io_backend=entry.io_backend.type,
-        )
-    if entry.io_backend.type != "disk":
-        raise SisrError(f"datasets.{key}: {entry.type} tests read folders only (io_backend disk)")
-    return BenchmarkFolder(name=entry.name, gt_root=entry.dataroot_gt, scale=scale)
-
-
 def _run_test(args: argparse.Namespace) -> int:
     import sys
 
     from sisr.config import load_config, validate_for_testing
+    from sisr.data.build import datasets_from_config
 
     args, overrides = _split_test_args(args)
     config, _ = load_config(args.config, overrides)
@@ -783,11 +725,11 @@ def _run_test(args: argparse.Namespace) -> int:
         root = config.path.results_root or os.path.join("results", config.name)
         save_root = Path(root) / "visualization"
         suffix = val.suffix or config.name
-    datasets = [(k, d) for k, d in config.datasets.items() if d.phase in ("val", "test")]
-    loaded = [(entry, _config_dataset(key, entry, scale)) for key, entry in datasets]
-    results = []
-    for entry, dataset in loaded:
-        result = evaluate_dataset(
+    datasets = list(datasets_from_config(config, phases=("val", "test")).values())
+    check_datasets(datasets)  # every image decoded before any work
+    results, failures = evaluate_datasets(
+        datasets,
+        lambda dataset: evaluate_dataset(
             model,
             dataset,
             scale=scale,
@@ -795,11 +737,11 @@ def _run_test(args: argparse.Namespace) -> int:
             batch_size=args.batch_size or 1,
             self_ensemble=self_ensemble,
             tile=args.tile,
-            save_dir=None if save_root is None else save_root / entry.name,
+            save_dir=save_dir_of(save_root, dataset),
             save_suffix=suffix,
-            name=entry.name,
-            progress=_progress_printer(entry.name),
-        )
-        results.append(result)
+            progress=_progress_printer(dataset_name(dataset)),
+        ),
+    )
     print(format_results(results, "text"), end="", flush=True)
+    raise_failures(failures, finished=len(results))
     return 0

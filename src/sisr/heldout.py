@@ -17,7 +17,7 @@ import numpy as np
 import torch.nn as nn
 
 from sisr.errors import SisrError
-from sisr.imresize import imresize
+from sisr.imresize import bicubic_lr, imresize
 from sisr.inference import upscale
 from sisr.metrics import modcrop, psnr, ssim
 
@@ -77,9 +77,8 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
-def lr_of(hr: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-bicubic LR image of a mod-cropped uint8 HR image, rounded to 8 bits like ``im2uint8``."""
-    return _to_uint8(imresize(hr.astype(np.float32) / 255.0, 1.0 / scale))
+# The held-out LR image of a uint8 photograph: the benchmarks' (mod-crop, MATLAB bicubic, im2uint8).
+lr_of = bicubic_lr
 
 
 def bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:

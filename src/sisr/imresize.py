@@ -23,7 +23,7 @@ import torch
 
 from sisr.errors import SisrError
 
-__all__ = ["imresize", "imresize_torch", "resize_matrix"]
+__all__ = ["bicubic_lr", "imresize", "imresize_torch", "resize_matrix"]
 
 # Width (in input pixels, at scale >= 1) of the support of the cubic kernel: |x| < 2.
 _KERNEL_WIDTH = 4.0
@@ -131,6 +131,45 @@ def imresize(img: np.ndarray, scale: float, *, antialiasing: bool = True) -> np.
     out = np.tensordot(m_h, x, axes=(1, 0))  # (out_h, W[, C])
     out = np.moveaxis(np.tensordot(m_w, out, axes=(1, 1)), 0, 1)  # (out_h, out_w[, C])
     return np.ascontiguousarray(out, dtype=img.dtype)
+
+
+def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The LR image of the SR benchmarks: mod-crop, then MATLAB's ``imresize(hr, 1 / scale, 'bicubic')``.
+
+    Every LR image made in sisr comes from here (the held-out photographs, ``sisr prepare lr``, the LR
+    that ``sisr evaluate`` makes for HR-only folders, and the patches of GT-only training sets).
+
+    Args:
+        hr: ``(H, W)`` or ``(H, W, C)`` image. ``uint8`` / ``uint16`` pixels are resized in float64 as
+            MATLAB's ``im2double`` gives them and rounded back like ``im2uint8`` / ``im2uint16`` (half away
+            from zero, saturated), which is what the published LR files hold. Float pixels (in ``[0, 1]``)
+            are resized as they are and neither rounded nor clipped (MMA's LR made on the fly).
+        scale: Integer downscaling factor; ``H`` and ``W`` are first cropped to multiples of it (bottom
+            rows and right columns dropped).
+
+    Returns:
+        ``(H // scale, W // scale[, C])``, of the input's dtype.
+
+    Raises:
+        SisrError: A bad scale or dtype, or an image smaller than ``scale`` along an axis.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+        raise SisrError(f"bicubic_lr: scale must be an integer >= 1, got {scale!r}")
+    if not isinstance(hr, np.ndarray) or hr.ndim not in (2, 3):
+        raise SisrError(f"bicubic_lr: expected an (H, W) or (H, W, C) numpy array, got {_describe(hr)}")
+    s = int(scale)
+    height, width = hr.shape[0] - hr.shape[0] % s, hr.shape[1] - hr.shape[1] % s
+    if height == 0 or width == 0:
+        raise SisrError(f"image of {hr.shape[0]}x{hr.shape[1]} pixels is smaller than scale {s}")
+    hr = hr[:height, :width]  # mod-crop
+    if hr.dtype in (np.float32, np.float64):
+        return imresize(hr, 1.0 / s)
+    if hr.dtype not in (np.uint8, np.uint16):
+        raise SisrError(f"bicubic_lr: expected uint8, uint16 or float pixels, got dtype {hr.dtype}")
+    top = float(np.iinfo(hr.dtype).max)
+    lr = imresize(hr.astype(np.float64) / top, 1.0 / s)
+    # MATLAB's im2uint8 / im2uint16: round half away from zero, saturate.
+    return np.clip(np.floor(lr * top + 0.5), 0.0, top).astype(hr.dtype)
 
 
 def imresize_torch(x: torch.Tensor, scale: float, *, antialiasing: bool = True) -> torch.Tensor:

@@ -15,8 +15,9 @@ The usual DIV2K / DF2K pipeline of BasicSR, without OpenCV or MATLAB:
 
 Every output image is written atomically (a temporary file in the same folder, then ``os.replace``) and
 an LMDB is built in a temporary folder renamed at the end, so an interrupted run leaves no partial file.
-Gray images stay gray (16-bit gray stays 16-bit), everything else becomes RGB; Pillow reduces 16-bit
-colour PNGs to 8 bits. Problems with the input raise :class:`~sisr.errors.SisrError` naming the file.
+LR images keep the bit depth and the gray or colour layout of their HR image (alpha is dropped); the
+sub-image and LMDB steps keep gray images gray and turn everything else into RGB. Problems with the
+input raise :class:`~sisr.errors.SisrError` naming the file.
 """
 
 from __future__ import annotations
@@ -157,25 +158,20 @@ def _check_int(name: str, value: object, *, minimum: int) -> int:
 
 
 def _lr_job(job: tuple[Path, Path, tuple[int, ...]]) -> int:
-    from sisr.imresize import imresize  # imported here: the sub-image and LMDB steps do not need torch
+    # Imported here: the sub-image and LMDB steps do not need torch (which sisr.imresize imports).
+    from sisr.data.images import read_image, write_image
+    from sisr.imresize import bicubic_lr
 
     path, out_dir, scales = job
-    im = _open(path)
-    if im.mode in ("I", "I;16"):
-        pixels, top, dtype = np.clip(np.asarray(im), 0, 65535), 65535.0, np.uint16  # -> "I;16" PNG
-    elif im.mode == "L":
-        pixels, top, dtype = np.asarray(im), 255.0, np.uint8
-    else:
-        pixels, top, dtype = np.asarray(im.convert("RGB")), 255.0, np.uint8
+    pixels = read_image(path).pixels
+    if pixels.shape[2] in (2, 4):
+        pixels = pixels[:, :, :-1]  # alpha dropped, as the datasets drop it; gray stays gray
     for s in scales:
-        height, width = pixels.shape[0] - pixels.shape[0] % s, pixels.shape[1] - pixels.shape[1] % s
-        if height == 0 or width == 0:
-            raise SisrError(f"image {path} ({pixels.shape[0]}x{pixels.shape[1]}) is smaller than scale {s}")
-        hr = pixels[:height, :width].astype(np.float64) / top  # mod-crop, as MATLAB's im2double
-        lr = imresize(hr, 1.0 / s)
-        # MATLAB's im2uint8 / im2uint16: round half away from zero (values are >= 0 here), saturate.
-        lr = np.clip(np.floor(lr * top + 0.5), 0, top).astype(dtype)
-        _write_png(Image.fromarray(lr), out_dir / f"X{s}" / f"{path.stem}x{s}.png", compress_level=3)
+        try:
+            lr = bicubic_lr(pixels, s)  # mod-crop, MATLAB bicubic, rounded to the input's bit depth
+        except SisrError as e:
+            raise SisrError(f"{path}: {e}") from None
+        write_image(out_dir / f"X{s}" / f"{path.stem}x{s}.png", lr)
     return len(scales)
 
 

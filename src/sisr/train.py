@@ -16,7 +16,7 @@ Outputs go to ``experiments/<name>/`` (or ``path.experiments_root``):
 - ``tb/``: TensorBoard events, only when ``torch.utils.tensorboard`` can be imported.
 
 Resuming (``--resume``, ``path.resume_state``) restores everything in the checkpoint and restarts the
-data stream at the checkpoint's iteration (:class:`sisr.data.datasets.InfiniteLoader`), so a run stopped at
+data stream at the checkpoint's iteration (:class:`sisr.data.loaders.InfiniteLoader`), so a run stopped at
 iteration k and resumed reaches, on the same machine and device, the same weights as a run that never
 stopped.
 
@@ -64,7 +64,6 @@ from torch.optim.lr_scheduler import (
 from sisr.checkpoint import atomic_write, read_weights, save_checkpoint
 from sisr.config import (
     Config,
-    DatasetConfig,
     LossConfig,
     OptimConfig,
     SchedulerConfig,
@@ -75,7 +74,9 @@ from sisr.config import (
     network_args,
     validate_for_training,
 )
-from sisr.data.datasets import GTOnlyDataset, InfiniteLoader, PairedImageDataset, make_loader
+from sisr.data.build import datasets_from_config
+from sisr.data.datasets import GTOnlyDataset, PairedImageDataset
+from sisr.data.loaders import InfiniteLoader, make_loader
 from sisr.errors import SisrError
 
 __all__ = [
@@ -372,45 +373,9 @@ def _seed_everything(seed: int) -> None:
 # Data
 
 
-def _train_dataset(cfg: DatasetConfig) -> PairedImageDataset | GTOnlyDataset:
-    assert cfg.scale is not None and cfg.gt_size is not None and cfg.dataroot_gt is not None
-    common = dict(
-        scale=cfg.scale,
-        gt_size=cfg.gt_size,
-        use_hflip=bool(cfg.use_hflip),
-        use_rot=bool(cfg.use_rot),
-        meta_info_file=cfg.meta_info_file,
-        io_backend=cfg.io_backend.type,
-        enlarge_ratio=cfg.dataset_enlarge_ratio or 1,
-    )
-    if cfg.type == "PairedImageDataset":
-        assert cfg.dataroot_lq is not None
-        return PairedImageDataset(
-            gt_root=cfg.dataroot_gt,
-            lq_root=cfg.dataroot_lq,
-            filename_tmpl=cfg.filename_tmpl or "{}",
-            **common,  # type: ignore[arg-type]
-        )
-    return GTOnlyDataset(gt_root=cfg.dataroot_gt, **common)  # type: ignore[arg-type]
-
-
-def _val_dataset(name: str, cfg: DatasetConfig) -> PairedImageDataset:
-    if cfg.type != "PairedImageDataset" or cfg.dataroot_gt is None or cfg.dataroot_lq is None:
-        raise SisrError(f"datasets.{name}: validation needs a PairedImageDataset with LR images")
-    assert cfg.scale is not None
-    return PairedImageDataset(
-        gt_root=cfg.dataroot_gt,
-        lq_root=cfg.dataroot_lq,
-        scale=cfg.scale,
-        filename_tmpl=cfg.filename_tmpl or "{}",
-        meta_info_file=cfg.meta_info_file,
-        io_backend=cfg.io_backend.type,
-    )
-
-
 def _validate(
     model: nn.Module,
-    datasets: Mapping[str, PairedImageDataset],
+    datasets: Mapping[str, PairedImageDataset | GTOnlyDataset],
     config: Config,
     *,
     step: int,
@@ -681,7 +646,7 @@ def _train(
     train_cfg = config.datasets["train"]
     assert train_cfg.batch_size_per_gpu is not None
     loader = make_loader(
-        _train_dataset(train_cfg),
+        datasets_from_config(config, phases=("train",))["train"],
         batch_size=train_cfg.batch_size_per_gpu,
         shuffle=bool(train_cfg.use_shuffle),
         num_workers=train_cfg.num_worker_per_gpu or 0,
@@ -693,7 +658,7 @@ def _train(
     batches = InfiniteLoader(loader, start_iteration=step)
     val_sets = {}
     if config.val is not None and config.val.val_freq is not None:
-        val_sets = {d.name: _val_dataset(k, d) for k, d in config.datasets.items() if d.phase == "val"}
+        val_sets = {d.name: d for d in datasets_from_config(config, phases=("val",)).values()}
 
     if world.main:
         atomic_write(root / "config.yml", lambda tmp: Path(tmp).write_text(dump_config(config)))

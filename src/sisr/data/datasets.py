@@ -1,4 +1,4 @@
-"""Training and validation data: paired LR/HR folders, LR made on the fly, reproducible and resumable loading.
+"""Training and validation data: paired LR/HR folders, and HR folders whose LR images are made on the fly.
 
 Two datasets cover what MMA and SeemoRe train on (both through BasicSR):
 
@@ -10,82 +10,63 @@ Two datasets cover what MMA and SeemoRe train on (both through BasicSR):
   pretraining (``ImageNetPairedDataset`` in the official code): mod-crop, stretch images smaller than
   ``gt_size`` up to it (bilinear, as ``cv2.resize``), random crop, MATLAB bicubic ``1 / scale``.
 
-Images are decoded with Pillow into RGB (gray is replicated, alpha dropped, EXIF orientation applied);
-8-bit samples become ``x / 255`` and 16-bit gray ``x / 65535`` in float32 (Pillow itself reduces 16-bit
-*colour* PNGs to 8 bits). Samples are dicts of ``(3, h, w)`` float32 tensors in ``[0, 1]`` (LR made on
-the fly is not clipped, as in MMA) and the source names.
+Images are read by :mod:`sisr.data.images` (files and LMDB values alike, EXIF orientation applied) and
+turned into the networks' float RGB by :func:`to_float_rgb` (gray replicated, alpha dropped, 8-bit
+samples ``x / 255``, 16-bit ``x / 65535``). Samples are dicts of ``(3, h, w)`` float32 tensors in
+``[0, 1]`` (LR made on the fly for training is not clipped, as in MMA) and the source names. The sizes
+of every LQ/GT pair are checked from the file headers when a dataset is built, and every mismatch is
+reported at once.
 
 Unreadable files never stop a run: the first failure of a file emits an :class:`UnreadableImageWarning`
 naming it, the file is remembered as bad, and another image is drawn in its place. ``dataset.skipped``
 counts the bad files *seen by this process*: with ``num_workers > 0`` every DataLoader worker holds its
 own copy of the dataset, so each worker warns (on its stderr) and counts on its own.
 
-Reproducibility and resuming
-----------------------------
-Randomness never comes from a process-global generator during training. :func:`make_loader` puts a
-:class:`SeededSampler` in the DataLoader. For every epoch it takes a permutation from
-``DistributedSampler`` (a function of ``(seed, epoch)`` only, sharded over ranks when distributed) and
-yields keys ``(index, sample_seed)`` instead of bare indices, where ``sample_seed`` is derived from
-``(seed, epoch, position in the epoch)``. The dataset seeds a fresh ``numpy`` generator from that key for
-the crop position, the flips, and the replacement of an unreadable file. A sample is therefore a pure
-function of ``(seed, epoch, position)``: the batches do not depend on ``num_workers``, on which worker
-made them, or on what happened before. :class:`InfiniteLoader` turns the loader into an endless batch
-stream for iteration-based training, calling ``set_epoch`` at each epoch end; to resume at iteration
-``k`` it sets the epoch to ``k // batches_per_epoch`` and starts the sampler at the right position
-inside it, so the resumed run yields exactly the batches the uninterrupted run would have, without
-reading the skipped ones.
-
-Plain integer indices (``dataset[i]``, or a DataLoader without our sampler) still work; their random
-draws are then seeded from Python's ``random`` module, which :func:`seed_worker` seeds in every worker
-from torch's per-worker seed.
+Samples are drawn by key: a plain index, or ``(index, sample_seed)`` from
+:class:`~sisr.data.loaders.SeededSampler`, which makes every random draw of a sample (crop, flips, the
+replacement of an unreadable file) a function of the key alone; see :mod:`sisr.data.loaders`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import math
 import operator
 import os
 import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
 
+from sisr.data.images import IMAGE_EXTENSIONS, decode_image, image_size, read_image
 from sisr.errors import SisrError
-from sisr.imresize import imresize
+from sisr.imresize import bicubic_lr
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "GTOnlyDataset",
-    "InfiniteLoader",
     "PairedImageDataset",
     "SampleKey",
-    "SeededSampler",
     "UnreadableImageWarning",
     "augment",
+    "format_problems",
     "list_images",
-    "make_loader",
     "paired_random_crop",
     "read_meta_info",
     "resize_bilinear",
-    "seed_worker",
+    "to_float_rgb",
 ]
 
-# File name suffixes (lower case) taken as images when scanning folders.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+# File name suffixes (lower case) taken as images when scanning folders: those the reader reads.
+IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS)
 
 # What a dataset accepts as an index: a plain int, or (index, sample_seed) from SeededSampler.
 SampleKey = int | tuple[int, int]
-
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class UnreadableImageWarning(UserWarning):
@@ -111,26 +92,17 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _decode(source: str | bytes, name: str) -> np.ndarray:
-    """Decodes a file path or encoded bytes to ``(H, W, 3)`` uint8, or uint16 for 16-bit gray."""
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            im.load()  # decode everything now, so a truncated file fails here
-            im = ImageOps.exif_transpose(im)
-            if im.mode in _SIXTEEN_BIT_MODES:
-                gray = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im)
-    # Pillow signals damaged files with many exception types (OSError, SyntaxError, ValueError,
-    # zlib.error, struct.error, DecompressionBombError, ...); all of them mean "unreadable".
-    except Exception as e:
-        raise _Unreadable(name, _one_line(e)) from e
+def to_float_rgb(pixels: np.ndarray) -> np.ndarray:
+    """The networks' input: ``(H, W, C)`` pixels as ``(H, W, 3)`` float32 RGB in ``[0, 1]``.
 
-
-def _to_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 pixels -> float32 in [0, 1]; float input is returned as float32."""
+    The one conversion from what :mod:`sisr.data.images` reads: gray (C = 1, or gray + alpha) is
+    replicated to RGB, alpha is dropped, uint8 becomes ``x / 255`` and uint16 ``x / 65535``. Float input
+    (already converted, e.g. a stretched image) keeps its values.
+    """
+    if pixels.shape[2] <= 2:
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+    elif pixels.shape[2] > 3:
+        pixels = pixels[:, :, :3]
     if pixels.dtype == np.uint8:
         return pixels.astype(np.float32) / np.float32(255.0)
     if pixels.dtype == np.uint16:
@@ -139,8 +111,8 @@ def _to_float(pixels: np.ndarray) -> np.ndarray:
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) pixels -> (3, H, W) float32 tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(_to_float(pixels).transpose(2, 0, 1)))
+    """(H, W, C) pixels -> (3, H, W) float32 tensor in [0, 1] (see :func:`to_float_rgb`)."""
+    return torch.from_numpy(np.ascontiguousarray(to_float_rgb(pixels).transpose(2, 0, 1)))
 
 
 def list_images(folder: str | os.PathLike[str], *, what: str, recursive: bool = False) -> list[Path]:
@@ -219,12 +191,17 @@ class _LmdbStore:
         except lmdb.Error as e:
             raise SisrError(f"cannot open {what} LMDB {self.root}: {_one_line(e)}") from e
 
-    def get(self, key: str) -> bytes:
-        with _lmdb_env(self.root).begin(write=False) as txn:
-            value = txn.get(key.encode("utf-8"))
-        if value is None:
-            raise _Unreadable(key, f"key not in {self.root}")
-        return bytes(value)
+    def get(self, key: str, *, limit: int | None = None) -> bytes:
+        """The value of ``key``, or its first ``limit`` bytes (enough for an image header)."""
+        with _lmdb_env(self.root).begin(write=False, buffers=True) as txn:
+            value = txn.get(key.encode("utf-8"))  # a view into the memory map: nothing is copied yet
+            if value is None:
+                raise _Unreadable(key, f"key not in {self.root}")
+            return bytes(value if limit is None else value[:limit])
+
+    def head(self, key: str) -> bytes:
+        """The first bytes of the value of ``key``: its image header, without reading the whole image."""
+        return self.get(key, limit=1 << 16)
 
 
 # Read-only LMDB environments of this process, by folder: py-lmdb refuses to open an environment twice in
@@ -248,11 +225,30 @@ def _lmdb_env(root: Path) -> Any:
     return env
 
 
+def _reason(e: SisrError, name: str) -> str:
+    """The message of a reader's error without the leading ``name: `` (the warning names the file)."""
+    return str(e).removeprefix(f"{name}: ")
+
+
 def _read(store: _LmdbStore | None, name: str) -> np.ndarray:
-    """Pixels of ``name``: a file path (disk backend) or an LMDB key."""
-    if store is None:
-        return _decode(name, name)
-    return _decode(store.get(name), name)
+    """Pixels of ``name`` (a file path, or an LMDB key), as :mod:`sisr.data.images` decodes them."""
+    try:
+        if store is None:
+            return read_image(name).pixels
+        return decode_image(store.get(name), name).pixels
+    except SisrError as e:
+        raise _Unreadable(name, _reason(e, name)) from None
+
+
+def _size(store: _LmdbStore | None, name: str) -> tuple[int, int] | None:
+    """``(height, width)`` of ``name`` from its header, or None when the header cannot be read (the file
+    is then skipped when drawn, as every unreadable file)."""
+    try:
+        if store is None:
+            return image_size(name)
+        return image_size(store.head(name), name)
+    except (SisrError, _Unreadable):
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -382,10 +378,35 @@ def _resolve_key(key: SampleKey, length: int) -> tuple[int, np.random.Generator]
 class _SkippingDataset(Dataset):
     """Common part: enlarged length, per-sample generators and the skipping of unreadable files."""
 
-    def __init__(self, *, num_items: int, enlarge_ratio: int) -> None:
+    def __init__(self, *, num_items: int, enlarge_ratio: int, name: str | None) -> None:
         self._num_items = num_items
         self._enlarge_ratio = _check_int("enlarge_ratio", enlarge_ratio, minimum=1)
         self._bad: dict[int, str] = {}  # item -> name of the file that failed
+        self.name = name
+
+    def problems(self, *, decode: bool = False) -> list[str]:
+        """What would stop this dataset (or make it skip an image), one message per image.
+
+        Args:
+            decode: Decode every image, which finds truncated and corrupt files; False reads the
+                headers only (cheap) and leaves unreadable files to be skipped when drawn.
+
+        Returns:
+            One-line messages naming the files, in the dataset's order; empty when all is well.
+        """
+        found = (self._problem(item, decode=decode) for item in range(self._num_items))
+        return [p for p in found if p is not None]
+
+    def lq_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of sample ``index``'s LR input (whole images), from file headers only.
+
+        Raises:
+            SisrError: A header cannot be read.
+        """
+        raise NotImplementedError
+
+    def _problem(self, item: int, *, decode: bool) -> str | None:
+        raise NotImplementedError
 
     @property
     def skipped(self) -> int:
@@ -441,9 +462,14 @@ class PairedImageDataset(_SkippingDataset):
     A GT image may be up to ``scale - 1`` pixels taller/wider than ``scale`` times its LQ image (the
     benchmark HR images are not always mod-cropped); the extra bottom rows and right columns are cropped.
 
+    The sizes of every pair are checked from the file headers when the dataset is built, so a pair that
+    does not match stops nothing hours into a run: all such pairs are reported at once.
+
     Samples: ``{"lq": (3, h, w), "gt": (3, scale * h, scale * w), "lq_path": str, "gt_path": str}``,
     float32 in ``[0, 1]``; paths are file paths on disk and keys for LMDB.
     """
+
+    generates_lr: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -458,8 +484,9 @@ class PairedImageDataset(_SkippingDataset):
         use_rot: bool = False,
         io_backend: Literal["disk", "lmdb"] = "disk",
         enlarge_ratio: int = 1,
+        name: str | None = None,
     ) -> None:
-        """Finds the pairs (the images themselves are read per sample).
+        """Finds the pairs and checks their sizes from the headers (the pixels are read per sample).
 
         Args:
             gt_root: Folder (or ``.lmdb`` folder) of high-resolution images.
@@ -475,10 +502,12 @@ class PairedImageDataset(_SkippingDataset):
             io_backend: ``"disk"`` for image files, ``"lmdb"`` for BasicSR LMDBs (needs ``lmdb``).
             enlarge_ratio: Repeat the image list this many times per epoch (BasicSR's
                 ``dataset_enlarge_ratio``), so that an epoch is not just a few batches.
+            name: The set's name in reports (e.g. ``"Set5"``).
 
         Raises:
             SisrError: On a missing or empty folder, a GT image without LQ partner (or the reverse),
-                a bad template or an invalid option.
+                pairs whose sizes do not match the scale (or LQ images smaller than the patch), a bad
+                template or an invalid option.
         """
         self.scale = _check_int("scale", scale, minimum=1)
         if gt_size is not None:
@@ -499,7 +528,47 @@ class PairedImageDataset(_SkippingDataset):
             self._pairs = self._pair_lmdb(filename_tmpl)
         else:
             self._pairs = self._pair_folders(Path(gt_root), Path(lq_root), filename_tmpl, meta_info_file)
-        super().__init__(num_items=len(self._pairs), enlarge_ratio=enlarge_ratio)
+        super().__init__(num_items=len(self._pairs), enlarge_ratio=enlarge_ratio, name=name)
+        problems = self.problems()
+        if problems:
+            raise SisrError(format_problems(f"{len(problems)} of {len(self._pairs)} GT/LQ pairs", problems))
+
+    def lq_size(self, index: int) -> tuple[int, int]:
+        pair = self._pairs[index % self._num_items]
+        size = _size(self._lq_store, pair.lq)
+        if size is None:
+            raise SisrError(f"{pair.lq}: cannot read the image header")
+        return size
+
+    def _problem(self, item: int, *, decode: bool) -> str | None:
+        pair = self._pairs[item]
+        if decode:
+            try:
+                gt, lq = _read(self._gt_store, pair.gt).shape[:2], _read(self._lq_store, pair.lq).shape[:2]
+            except _Unreadable as e:
+                return str(e)
+        else:
+            gt, lq = _size(self._gt_store, pair.gt), _size(self._lq_store, pair.lq)
+            if gt is None or lq is None:
+                return None  # skipped when drawn, as every unreadable file
+        return self._mismatch(pair, gt, lq)
+
+    def _mismatch(self, pair: _Pair, gt: tuple[int, ...], lq: tuple[int, ...]) -> str | None:
+        """Why the GT / LQ sizes ``(height, width)`` do not fit the scale (and the patch), or None."""
+        s = self.scale
+        (gt_h, gt_w), (lq_h, lq_w) = gt, lq
+        if gt_h // s != lq_h or gt_w // s != lq_w:
+            return (
+                f"GT {pair.gt} is {gt_h}x{gt_w} but LQ {pair.lq} is {lq_h}x{lq_w}: at scale {s} the GT "
+                f"must be {lq_h * s}x{lq_w * s} (up to {s - 1} more rows/columns)"
+            )
+        if self.gt_size is not None and min(lq_h, lq_w) < self.gt_size // s:
+            lq_size = self.gt_size // s
+            return (
+                f"LQ {pair.lq} is {lq_h}x{lq_w}, smaller than the {lq_size}x{lq_size} LQ patch "
+                f"(gt_size {self.gt_size} / scale {s}); remove it or lower gt_size"
+            )
+        return None
 
     def _pair_lmdb(self, tmpl: str) -> list[_Pair]:
         assert self._gt_store is not None and self._lq_store is not None
@@ -553,23 +622,21 @@ class PairedImageDataset(_SkippingDataset):
         gt = _read(self._gt_store, pair.gt)
         lq = _read(self._lq_store, pair.lq)
         s = self.scale
-        (gt_h, gt_w), (lq_h, lq_w) = gt.shape[:2], lq.shape[:2]
-        if gt_h // s != lq_h or gt_w // s != lq_w:
-            raise SisrError(
-                f"GT {pair.gt} is {gt_h}x{gt_w} but LQ {pair.lq} is {lq_h}x{lq_w}: at scale {s} the GT "
-                f"must be {lq_h * s}x{lq_w * s} (up to {s - 1} more rows/columns)"
-            )
-        gt = gt[: lq_h * s, : lq_w * s]
+        problem = self._mismatch(pair, gt.shape[:2], lq.shape[:2])  # checked at build: a file changed
+        if problem is not None:
+            raise SisrError(problem)
+        gt = gt[: lq.shape[0] * s, : lq.shape[1] * s]
         if self.gt_size is not None:
-            lq_size = self.gt_size // s
-            if lq_h < lq_size or lq_w < lq_size:
-                raise SisrError(
-                    f"LQ {pair.lq} is {lq_h}x{lq_w}, smaller than the {lq_size}x{lq_size} LQ patch "
-                    f"(gt_size {self.gt_size} / scale {s}); remove it or lower gt_size"
-                )
             gt, lq = paired_random_crop(gt, lq, gt_size=self.gt_size, scale=s, rng=rng)
         gt, lq = augment([gt, lq], hflip=self.use_hflip, rot=self.use_rot, rng=rng)
         return {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "lq_path": pair.lq, "gt_path": pair.gt}
+
+
+def format_problems(head: str, problems: Sequence[str], *, limit: int = 10) -> str:
+    """One line: ``head``, then the first ``limit`` problems and how many more there are."""
+    shown = "; ".join(problems[:limit])
+    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"{head}: {shown}{more}"
 
 
 def _check_no_orphans(orphans: set[str], lq_root: Path) -> None:
@@ -582,9 +649,9 @@ def _check_no_orphans(orphans: set[str], lq_root: Path) -> None:
 
 
 class GTOnlyDataset(_SkippingDataset):
-    """HR images only; the LR input is made on the fly with MATLAB bicubic (MMA's ImageNet pretraining).
+    """HR images only; the LR input is made on the fly (:func:`~sisr.imresize.bicubic_lr`, MATLAB bicubic).
 
-    Per sample, following MMA's ``ImageNetPairedDataset``:
+    For training (``gt_size`` set), per sample, following MMA's ``ImageNetPairedDataset``:
 
     1. mod-crop the HR image to a multiple of ``scale`` (bottom rows / right columns);
     2. if it is smaller than ``gt_size`` along an axis, stretch that axis to ``gt_size`` with bilinear
@@ -600,42 +667,51 @@ class GTOnlyDataset(_SkippingDataset):
     the crop's edge instead of reading the neighbouring pixels; the distribution of the crop positions
     is the same.
 
-    Samples: ``{"lq": (3, gt_size / scale, gt_size / scale), "gt": (3, gt_size, gt_size),
-    "gt_path": str}``.
+    For evaluation (``gt_size=None``) a sample is the whole mod-cropped image, and its LR is what the
+    published benchmark LR files hold: MATLAB bicubic rounded to the image's bit depth like ``im2uint8``.
+
+    Samples: ``{"lq": (3, h, w), "gt": (3, scale * h, scale * w), "lq_path": str, "gt_path": str}``
+    (``h = w = gt_size / scale`` in training), float32.
     """
+
+    generates_lr: ClassVar[bool] = True
 
     def __init__(
         self,
         *,
         gt_root: str | os.PathLike[str],
         scale: int,
-        gt_size: int,
+        gt_size: int | None,
         use_hflip: bool = False,
         use_rot: bool = False,
         meta_info_file: str | os.PathLike[str] | None = None,
         io_backend: Literal["disk", "lmdb"] = "disk",
         enlarge_ratio: int = 1,
+        recursive: bool = True,
+        name: str | None = None,
     ) -> None:
         """Lists the HR images.
 
         Args:
-            gt_root: Folder of HR images, scanned recursively (ImageNet's class folders), or an
-                ``.lmdb`` folder.
+            gt_root: Folder of HR images, or an ``.lmdb`` folder.
             scale: Upscaling factor.
-            gt_size: Side of the GT patch, a multiple of ``scale``.
+            gt_size: Side of the GT patch, a multiple of ``scale``; None returns whole images
+                (evaluation).
             use_hflip: Random horizontal flips.
             use_rot: Random vertical flips and transposes.
             meta_info_file: BasicSR meta-info file listing the images (relative to ``gt_root``) instead
                 of scanning; ignored by the LMDB backend.
             io_backend: ``"disk"`` or ``"lmdb"``.
             enlarge_ratio: Repeat the image list this many times per epoch.
+            recursive: Scan the subfolders of ``gt_root`` too (ImageNet's class folders).
+            name: The set's name in reports.
 
         Raises:
             SisrError: On a missing or empty folder or an invalid option.
         """
         self.scale = _check_int("scale", scale, minimum=1)
-        self.gt_size = _check_int("gt_size", gt_size, minimum=self.scale)
-        if self.gt_size % self.scale:
+        self.gt_size = None if gt_size is None else _check_int("gt_size", gt_size, minimum=self.scale)
+        if self.gt_size is not None and self.gt_size % self.scale:
             raise SisrError(f"gt_size {self.gt_size} must be a multiple of scale {self.scale}")
         _check_backend(io_backend)
         self.use_hflip = bool(use_hflip)
@@ -650,215 +726,53 @@ class GTOnlyDataset(_SkippingDataset):
                 raise SisrError(f"GT folder {root} does not exist or is not a folder")
             self._names = [str(root / name) for name in read_meta_info(meta_info_file)]
         else:
-            self._names = [str(p) for p in list_images(gt_root, what="GT", recursive=True)]
-        super().__init__(num_items=len(self._names), enlarge_ratio=enlarge_ratio)
+            self._names = [str(p) for p in list_images(gt_root, what="GT", recursive=recursive)]
+        super().__init__(num_items=len(self._names), enlarge_ratio=enlarge_ratio, name=name)
+
+    def lq_size(self, index: int) -> tuple[int, int]:
+        name = self._names[index % self._num_items]
+        size = _size(self._store, name)
+        if size is None:
+            raise SisrError(f"{name}: cannot read the image header")
+        return size[0] // self.scale, size[1] // self.scale
+
+    def _problem(self, item: int, *, decode: bool) -> str | None:
+        name = self._names[item]
+        try:
+            size = _read(self._store, name).shape[:2] if decode else _size(self._store, name)
+        except _Unreadable as e:
+            return str(e)
+        return None if size is None else self._too_small(name, size)
+
+    def _too_small(self, name: str, size: tuple[int, ...]) -> str | None:
+        if min(size[:2]) < self.scale:
+            return f"{name}: image of {size[0]}x{size[1]} pixels is smaller than scale {self.scale}"
+        return None
 
     def _sample(self, item: int, rng: np.random.Generator) -> dict[str, Any]:
         name = self._names[item]
         gt = _read(self._store, name)
+        problem = self._too_small(name, gt.shape)
+        if problem is not None:
+            raise _Unreadable(name, problem.removeprefix(f"{name}: "))
         s, size = self.scale, self.gt_size
-        height, width = gt.shape[0] - gt.shape[0] % s, gt.shape[1] - gt.shape[1] % s
-        if height == 0 or width == 0:
-            raise _Unreadable(name, f"image of {gt.shape[0]}x{gt.shape[1]} pixels is smaller than scale {s}")
-        gt = gt[:height, :width]  # mod-crop
+        gt = gt[: gt.shape[0] - gt.shape[0] % s, : gt.shape[1] - gt.shape[1] % s]  # mod-crop
+        if size is None:  # the whole image, with the LR of the benchmark files
+            lq = bicubic_lr(gt, s)
+            return {
+                "lq": _to_tensor(lq),
+                "gt": _to_tensor(gt),
+                "lq_path": f"{name} (bicubic x{s})",
+                "gt_path": name,
+            }
+        height, width = gt.shape[:2]
         if height < size or width < size:
             height, width = max(height, size), max(width, size)
-            gt = resize_bilinear(_to_float(gt), height, width)
+            gt = resize_bilinear(to_float_rgb(gt), height, width)
         # Corner on the scale grid, uniform: MMA's paired crop picks the LR corner uniformly.
         top = s * int(rng.integers(0, (height - size) // s + 1))
         left = s * int(rng.integers(0, (width - size) // s + 1))
-        gt_patch = _to_float(gt[top : top + size, left : left + size])
-        lq_patch = imresize(gt_patch, 1.0 / s)  # (size / s, size / s, 3)
+        gt_patch = to_float_rgb(gt[top : top + size, left : left + size])
+        lq_patch = bicubic_lr(gt_patch, s)  # (size / s, size / s, 3), float: not rounded, not clipped
         gt_patch, lq_patch = augment([gt_patch, lq_patch], hflip=self.use_hflip, rot=self.use_rot, rng=rng)
         return {"lq": _to_tensor(lq_patch), "gt": _to_tensor(gt_patch), "gt_path": name}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Sampling and loading
-# ----------------------------------------------------------------------------------------------------
-
-
-def _sample_seed(seed: int, epoch: int, position: int) -> int:
-    """A 63-bit seed that depends only on (seed, epoch, position), well mixed by SeedSequence."""
-    state = np.random.SeedSequence([seed, epoch, position]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-class SeededSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)`` keys: a per-epoch permutation plus a seed for every sample.
-
-    The permutation is ``DistributedSampler``'s (a function of ``seed + epoch``; with several ranks each
-    takes every ``num_replicas``-th element, the list padded to a multiple of ``num_replicas``). The
-    sample seed depends on ``(seed, epoch, global position in the epoch)`` only, so a sample's random
-    crop and flips are the same whatever the number of workers, and resuming mid-epoch reproduces them.
-
-    Call :meth:`set_epoch` before each epoch (:class:`InfiniteLoader` does).
-    """
-
-    def __init__(
-        self, dataset: Dataset, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0
-    ) -> None:
-        """Wraps a ``DistributedSampler`` for the permutation.
-
-        Args:
-            dataset: A sized dataset.
-            shuffle: Permute the indices every epoch; False keeps ``0, 1, 2, ...``.
-            seed: Non-negative base seed.
-            num_replicas: Number of processes sharing the epoch (the distributed world size).
-            rank: This process's rank in ``[0, num_replicas)``.
-        """
-        self.seed = _check_int("seed", seed, minimum=0)
-        self.num_replicas = _check_int("num_replicas", num_replicas, minimum=1)
-        self.rank = operator.index(rank)
-        self._permutation = DistributedSampler(
-            dataset, num_replicas=self.num_replicas, rank=self.rank, shuffle=shuffle, seed=self.seed
-        )
-        self.epoch = 0
-        self.start = 0
-
-    @property
-    def epoch_size(self) -> int:
-        """Samples this rank gets in a whole epoch."""
-        return self._permutation.num_samples
-
-    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
-        """Selects the epoch, and the position (in this rank's samples) at which its iteration begins."""
-        if not 0 <= start <= self.epoch_size:
-            raise SisrError(f"start {start} is outside an epoch of {self.epoch_size} samples")
-        self.epoch = operator.index(epoch)
-        self.start = operator.index(start)
-        self._permutation.set_epoch(self.epoch)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = list(self._permutation)
-        for position in range(self.start, len(indices)):
-            global_position = self.rank + position * self.num_replicas
-            yield indices[position], _sample_seed(self.seed, self.epoch, global_position)
-
-    def __len__(self) -> int:
-        return self.epoch_size - self.start
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seeds ``random`` and ``numpy`` from torch's per-worker seed.
-
-    Torch gives worker ``i`` the seed ``base_seed + i``, ``base_seed`` drawn from the loader's
-    generator; seeding the other libraries from it makes any draw they serve deterministic too.
-    """
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def make_loader(
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    num_workers: int,
-    seed: int,
-    distributed: bool = False,
-    drop_last: bool,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """A DataLoader whose batches depend only on ``seed`` (and the epoch), with a :class:`SeededSampler`.
-
-    Args:
-        dataset: A dataset accepting :data:`SampleKey` indices (both datasets here do).
-        batch_size: Samples per batch (per process when distributed).
-        shuffle: Reshuffle every epoch.
-        num_workers: Loading processes; 0 loads in the calling process. Results do not depend on it.
-        seed: Non-negative seed for the permutation, the crops and the flips.
-        distributed: Shard every epoch over the ranks of the initialised ``torch.distributed`` group.
-        drop_last: Drop an epoch's last incomplete batch (usual for training).
-        pin_memory: Pin batches in page-locked memory (for CUDA).
-
-    Returns:
-        The loader; ``loader.sampler`` is the :class:`SeededSampler`.
-
-    Raises:
-        SisrError: On a bad option, or ``distributed=True`` without an initialised process group.
-    """
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
-    num_workers = _check_int("num_workers", num_workers, minimum=0)
-    if distributed:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            raise SisrError("distributed loading needs torch.distributed.init_process_group() first")
-        num_replicas, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-    else:
-        num_replicas, rank = 1, 0
-    sampler = SeededSampler(dataset, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank)
-    generator = torch.Generator()
-    generator.manual_seed(seed)  # torch's base seed for the workers, hence seed_worker's seeds
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        pin_memory=pin_memory,
-    )
-
-
-class InfiniteLoader(Iterator[Any]):
-    """Endless batches from a :func:`make_loader` loader, epoch after epoch, resumable at any iteration.
-
-    Iteration ``k`` (0-based, counting batches) is batch ``k % batches_per_epoch`` of epoch
-    ``k // batches_per_epoch``. Starting at ``start_iteration=k`` sets the sampler to that epoch and to
-    the sample that opens that batch, so the stream continues exactly as an uninterrupted run would
-    (each sample being a function of seed, epoch and position; see the module docstring).
-
-    Attributes:
-        iteration: Index of the next batch.
-        epoch: Epoch of the next batch.
-        batches_per_epoch: Batches in a whole epoch.
-    """
-
-    def __init__(self, loader: DataLoader, *, start_iteration: int = 0) -> None:
-        """Positions the loader's sampler at ``start_iteration``.
-
-        Args:
-            loader: A loader from :func:`make_loader`.
-            start_iteration: Number of batches already consumed (the iteration to resume at).
-
-        Raises:
-            SisrError: If the loader has no :class:`SeededSampler`, or an epoch has no batch.
-        """
-        sampler = loader.sampler
-        if not isinstance(sampler, SeededSampler):
-            raise SisrError("InfiniteLoader needs a loader made by make_loader (with a SeededSampler)")
-        batch_size = loader.batch_size
-        assert batch_size is not None
-        samples = sampler.epoch_size
-        per_epoch = samples // batch_size if loader.drop_last else math.ceil(samples / batch_size)
-        if per_epoch == 0:
-            raise SisrError(
-                f"an epoch of {samples} samples gives no batch of {batch_size} with drop_last; "
-                "use a smaller batch, more images or enlarge_ratio"
-            )
-        self._loader = loader
-        self._sampler = sampler
-        self._batch_size = batch_size
-        self.batches_per_epoch = per_epoch
-        self.iteration = _check_int("start_iteration", start_iteration, minimum=0)
-        self.epoch, batch_in_epoch = divmod(self.iteration, per_epoch)
-        sampler.set_epoch(self.epoch, start=batch_in_epoch * batch_size)
-        self._batches: Iterator[Any] = iter(loader)
-        self._batches_left = per_epoch - batch_in_epoch
-
-    def __iter__(self) -> InfiniteLoader:
-        return self
-
-    def __next__(self) -> Any:
-        if self._batches_left == 0:
-            # The epoch is used up (with drop_last its iterator has not raised StopIteration yet).
-            self.epoch += 1
-            self._sampler.set_epoch(self.epoch)
-            self._batches = iter(self._loader)
-            self._batches_left = self.batches_per_epoch
-        batch = next(self._batches)
-        self._batches_left -= 1
-        self.iteration += 1
-        return batch

@@ -46,6 +46,7 @@ __all__ = [
     "Image",
     "decode_image",
     "format_for_path",
+    "image_size",
     "read_image",
     "write_image",
 ]
@@ -171,6 +172,34 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
     except _DECODE_ERRORS as e:
         raise SisrError(f"{name}: cannot decode image: {_one_line(e)}") from None
     return Image(pixels=np.ascontiguousarray(_orient(pixels, orientation)), format=file_format)
+
+
+def image_size(source: str | os.PathLike[str] | bytes, name: str | None = None) -> tuple[int, int]:
+    """``(height, width)`` of an image file or encoded bytes, upright, from the header alone.
+
+    Cheap (the pixels are not decoded, so a truncated file is not noticed); the EXIF orientation is
+    applied as :func:`read_image` applies it. A prefix of the file's bytes is enough for most files.
+
+    Raises:
+        SisrError: Not an image that :func:`read_image` opens, or no readable header.
+    """
+    label = name if name is not None else ("image" if isinstance(source, bytes) else os.fspath(source))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opened = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+            with PILImage.open(opened, formats=_READ_FORMATS) as im:
+                width, height = im.size
+                if im.format == "PNG":  # Pillow's getexif() would decode a PNG to look behind its pixels
+                    exif = PILImage.Exif()
+                    if "exif" in im.info:
+                        exif.load(im.info["exif"])  # an eXIf chunk before the pixels, where it belongs
+                else:
+                    exif = im.getexif()
+                orientation = exif.get(_EXIF_ORIENTATION, 1)
+    except (PILImage.DecompressionBombError, *_DECODE_ERRORS) as e:
+        raise SisrError(f"{label}: cannot read the image header: {_one_line(e)}") from None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def format_for_path(path: str | os.PathLike[str], format: str | None = None) -> str:
