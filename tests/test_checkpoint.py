@@ -15,12 +15,12 @@ from sisr.checkpoint import (
     detect,
     load_model,
     read_weights,
-    resolve_device,
     save_checkpoint,
     save_safetensors,
 )
 from sisr.errors import SisrError
 from sisr.models import PRESETS, build, create_model
+from sisr.runtime import resolve_device
 
 # Small MMA configurations (the full one is tested elsewhere); the SeemoRe presets are small already.
 SMALL_MMA = {"num_feat": 32, "num_block": 2, "img_range": 1.0}
