@@ -797,7 +797,15 @@ def _train(
         grad_norm = None
         if opt.grad_clip is not None:
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as err:  # Adam's step, lr / (1 - beta1^t), beyond float32's range
+            if "overflow" not in str(err):
+                raise
+            raise SisrError(
+                f"iteration {step + 1}: the optimizer's step overflows float32; train.optim_g.lr "
+                f"{opt.optim_g.lr:g} is far too large"
+            ) from None
         scheduler.step()
         if ema is not None:
             ema.update(model, step)  # update `step` of this run: a resumed run goes on with the schedule
