@@ -739,8 +739,22 @@ _Dumper.add_representer(
 _Dumper.add_representer(type(None), lambda d, _: d.represent_scalar("tag:yaml.org,2002:null", "~"))
 
 
+_MAX_FLOW_DEPTH = 64
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """Parses YAML text safely (no code runs); syntax errors become one-line ``SisrError``."""
+    # PyYAML takes time quadratic in the depth of [ and { nesting (4 s at 2,000), then recurses past
+    # Python's limit: refuse absurd depths at once. Brackets in quoted strings count too, harmlessly.
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    if deepest > _MAX_FLOW_DEPTH:
+        raise SisrError(f"{source}: invalid YAML: [ and {{ nested {deepest} deep (at most {_MAX_FLOW_DEPTH})")
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no code runs
     except yaml.YAMLError as err:
