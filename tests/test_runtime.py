@@ -117,7 +117,7 @@ def test_devices_this_machine_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
             SisrError, match=f"^device '{name}' requested, but this machine has no usable CUDA"
         ):
             resolve_device(name)
-    with pytest.raises(SisrError, match="^device 'mps' requested, but MPS is not available"):
+    with pytest.raises(SisrError, match=r"^device 'mps' requested, but MPS is not available"):
         resolve_device("mps")
 
 

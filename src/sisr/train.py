@@ -15,6 +15,11 @@ Outputs go to ``experiments/<name>/`` (or ``path.experiments_root``):
 - ``config.yml``: the resolved config of the run;
 - ``tb/``: TensorBoard events, only when ``torch.utils.tensorboard`` can be imported.
 
+Nothing is written until the run can start (config, device, weights to start from or resume, data all
+checked), so a failed start leaves no experiment folder. A loss that turns NaN or infinite stops the run
+with a one-line error naming the first such iteration, and weights are checked before every checkpoint:
+no checkpoint of non-finite weights is ever written.
+
 Resuming (``--resume``, ``path.resume_state``) restores everything in the checkpoint and restarts the
 data stream at the checkpoint's iteration (:class:`sisr.data.datasets.InfiniteLoader`), so a run stopped at
 iteration k and resumed reaches, on the same machine and device, the same weights as a run that never
@@ -588,14 +593,16 @@ def train(
         config: A loaded config (:func:`sisr.config.load_config`).
         resume: A checkpoint to continue, True for this experiment's latest one, or None to use
             ``path.resume_state`` (usually unset: a fresh run).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; None picks the process's GPU if there is one.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (:func:`sisr.runtime.resolve_device`);
+            None picks the process's GPU if there is one.
         deterministic: Also call ``torch.use_deterministic_algorithms(True)`` (slower on GPUs).
 
     Returns:
         The trained network (unwrapped), its EMA copy and the iteration reached.
 
     Raises:
-        SisrError: On a config that cannot train, unreadable data or checkpoints.
+        SisrError: On a config that cannot train, a device this machine lacks, unreadable data or
+            checkpoints, or a loss or weights that turn non-finite (naming the iteration).
     """
     world = _init_distributed()
     try:
