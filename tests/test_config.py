@@ -791,6 +791,11 @@ def test_shipped_model_configs(path: Path) -> None:
             "train.optim_g.lr: expected a number, got an integer of 400 digits",
         ),
         ("train.total_iter=.inf", "train.total_iter: expected a finite number, got inf"),
+        (
+            "train.total_iter=1e300",
+            "train.total_iter: expected an integer below 2**63, got an integer of 301 digits",
+        ),
+        ("datasets.train.gt_size=" + "9" * 30, "datasets.train.gt_size: expected an integer below 2**63"),
     ],
 )
 def test_non_finite_numbers_are_refused(tmp_path: Path, override: str, message: str) -> None:

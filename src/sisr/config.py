@@ -597,14 +597,16 @@ def _convert(value: Any, tp: Any, path: str, ignored: list[Ignored]) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 5e3 -> 5000; BasicSR files write !!float 5e3 for integers
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:  # no count or size in torch or numpy goes beyond int64
+                raise SisrError(f"{path}: expected an integer below 2**63, got {_show(value)}")
             return value
-        if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
-            return int(value)  # 5e3 -> 5000; BasicSR files write !!float 5e3 for integers
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, int) and abs(value) > 2**1023:  # float() of it would overflow
-                raise SisrError(f"{path}: expected a number, got an integer of {len(str(abs(value)))} digits")
+                raise SisrError(f"{path}: expected a number, got {_show(value)}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -669,6 +671,8 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, (list, tuple)):
         return f"a list ({list(value)!r})" if len(repr(value)) < 60 else "a list"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
     return repr(value)
 
 
