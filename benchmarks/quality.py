@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from sisr.checkpoint import load_model, shipped_model_info, shipped_models
+from sisr.checkpoint import load_model
 from sisr.heldout import PHOTOS, mean_quality, measure_each
 from sisr.models import scale_of
+from sisr.shipped import shipped_model_info, shipped_models
 
 
 def main() -> None:

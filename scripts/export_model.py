@@ -29,10 +29,11 @@ from typing import Any
 import torch
 import yaml
 
-from sisr.checkpoint import WEIGHTS_DIR, model_from_weights, read_weights, save_safetensors
+from sisr.checkpoint import model_from_weights, read_weights, save_safetensors
 from sisr.errors import SisrError
 from sisr.heldout import measure
 from sisr.models import scale_of
+from sisr.shipped import WEIGHTS_DIR
 
 MANIFEST_KEYS = (
     "description",

@@ -15,12 +15,12 @@ from sisr.checkpoint import (
     detect,
     load_model,
     read_weights,
-    resolve_device,
     save_checkpoint,
     save_safetensors,
 )
 from sisr.errors import SisrError
 from sisr.models import PRESETS, build, create_model
+from sisr.runtime import resolve_device
 
 # Small MMA configurations (the full one is tested elsewhere); the SeemoRe presets are small already.
 SMALL_MMA = {"num_feat": 32, "num_block": 2, "img_range": 1.0}
@@ -226,3 +226,112 @@ def test_unknown_name_and_device() -> None:
 def test_public_api_is_reexported() -> None:
     assert sisr.load_model is load_model
     assert sisr.create_model is create_model
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a file declares, its tensors' types, mixed prefixes, the format version
+
+
+def _safetensors_with_args(path: Path, args_json: str) -> Path:
+    sd = create_model("seemore-t", 2).state_dict()
+    save_file(
+        {k: v.contiguous() for k, v in sd.items()},
+        str(path),
+        metadata={"sisr.arch": "seemore", "sisr.args": args_json},
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args_json", "message"),
+    [
+        ("[1, 2]", "sisr.args metadata is list, not a mapping of constructor arguments"),
+        ('"scale"', "sisr.args metadata is str, not a mapping of constructor arguments"),
+        ("4", "sisr.args metadata is int, not a mapping of constructor arguments"),
+        ('{"scale": 2, "bogus": 1}', "the file declares unknown argument(s) bogus for seemore"),
+        ('{"scale": "two"}', "args.scale: expected an integer, got 'two'"),
+        ('{"scale": 2, "lr_space": "cubic"}', "args.lr_space: expected one of 'linear', 'exp', 'double'"),
+        ('{"scale": 2, "use_shuffle": 1}', "args.use_shuffle: expected true or false, got 1"),
+        ('{"scale": 2, "img_range": NaN}', "args.img_range: expected a finite number, got nan"),
+        ("{not json", "corrupt sisr metadata"),
+    ],
+)
+def test_bad_declared_arguments_are_one_line_errors(tmp_path: Path, args_json: str, message: str) -> None:
+    path = _safetensors_with_args(tmp_path / "w.safetensors", args_json)
+    with pytest.raises(SisrError) as err:
+        load_model(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_declared_arguments_in_a_pth(tmp_path: Path) -> None:
+    sd = create_model("seemore-t", 2).state_dict()
+    torch.save(
+        {"format": "sisr", "version": 1, "arch": "seemore", "args": "scale=2", "params": sd},
+        tmp_path / "a.pth",
+    )
+    with pytest.raises(SisrError, match="its 'args' entry is str, not a mapping of constructor arguments"):
+        load_model(tmp_path / "a.pth")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint8, torch.bool, torch.complex64])
+@pytest.mark.parametrize("kind", ["pth", "safetensors"])
+def test_tensors_that_are_not_floating_point_are_refused(
+    tmp_path: Path, dtype: torch.dtype, kind: str
+) -> None:
+    sd = create_model("seemore-t", 2).state_dict()
+    name = "conv_1.weight"
+    sd[name] = (sd[name] * 100).to(dtype)
+    path = tmp_path / f"int.{kind}"
+    if kind == "pth":
+        torch.save({"params": sd}, path)
+    else:
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    with pytest.raises(
+        SisrError, match=rf"refused: 1 tensor\(s\) of .* are not floating point \(e.g. {name}: {dtype}\)"
+    ):
+        load_model(path)
+    with pytest.raises(SisrError, match="not floating point"):
+        read_weights(path)
+
+
+def test_module_prefix_on_only_some_names_is_named(tmp_path: Path) -> None:
+    sd = create_model("seemore-t", 2).state_dict()
+    first = next(iter(sd))
+    mixed = {("module." + k if k == first else k): v for k, v in sd.items()}
+    torch.save({"params": mixed}, tmp_path / "mixed.pth")
+    with pytest.raises(SisrError) as err:
+        load_model(tmp_path / "mixed.pth")
+    text = str(err.value)
+    assert "mixes names with and without the 'module.' prefix" in text
+    assert f"1 of {len(sd)} have it, e.g. module.{first}" in text and "\n" not in text
+    # Every name wrapped still loads (DataParallel checkpoints).
+    torch.save({"params": {"module." + k: v for k, v in sd.items()}}, tmp_path / "wrapped.pth")
+    load_model(tmp_path / "wrapped.pth")
+
+
+def test_the_format_version_is_read(tmp_path: Path) -> None:
+    model = create_model("seemore-t", 2)
+    args = {**PRESETS["seemore-t"][1], "scale": 2}
+    save_checkpoint(tmp_path / "own.pth", arch="seemore", args=args, params=model.state_dict())
+    assert torch.load(tmp_path / "own.pth", weights_only=True)["version"] == 1
+    save_safetensors(tmp_path / "own.safetensors", arch="seemore", args=args, params=model.state_dict())
+    for name in ("own.pth", "own.safetensors"):
+        load_model(tmp_path / name)
+    state = torch.load(tmp_path / "own.pth", weights_only=True)
+    for version, message in [
+        (2, r"written by a newer sisr \(checkpoint format version 2; this sisr reads versions up to 1\)"),
+        ("1", "format version '1' is not a positive integer"),
+        (None, "format version None is not a positive integer"),
+    ]:
+        torch.save({**state, "version": version}, tmp_path / "v.pth")
+        with pytest.raises(SisrError, match=message):
+            load_model(tmp_path / "v.pth")
+    sd = model.state_dict()
+    save_file(
+        {k: v.contiguous() for k, v in sd.items()},
+        str(tmp_path / "v.safetensors"),
+        metadata={"sisr.arch": "seemore", "sisr.args": '{"scale": 2}', "sisr.version": "3"},
+    )
+    with pytest.raises(SisrError, match=r"written by a newer sisr \(checkpoint format version 3"):
+        load_model(tmp_path / "v.safetensors")

@@ -1,4 +1,4 @@
-"""sisr.runtime: freed memory is reused rather than mapped afresh (glibc only)."""
+"""sisr.runtime: the one device resolver, and freed memory reused rather than mapped afresh (glibc only)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sisr import runtime
+from sisr.errors import SisrError
+from sisr.runtime import resolve_device
 
 # Runs a small SeemoRe-T three times and prints the minor page faults of the third run: memory mapped
 # afresh faults on every 4 KiB page it touches, memory that is reused does not.
@@ -39,6 +42,7 @@ def _faults(mode: str) -> int:
 
 
 @glibc
+@pytest.mark.slow
 def test_freed_activations_are_reused_instead_of_mapped_again() -> None:
     default = _faults("default")
     assert default > 5_000  # glibc unmapped the activations of the second run: they fault again
@@ -57,3 +61,74 @@ def test_the_command_line_applies_it(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_it_says_whether_it_applied() -> None:
     assert runtime.reuse_freed_memory() is sys.platform.startswith("linux")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# resolve_device
+
+
+def test_good_device_names() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    expected = "cuda:3" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None, local_rank=3) == torch.device(expected)
+
+
+@pytest.fixture
+def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with one CUDA device, as far as resolve_device can tell."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+def test_with_one_gpu(one_gpu: None) -> None:
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device(None, local_rank=0) == torch.device("cuda:0")
+    with pytest.raises(
+        SisrError, match=r"^device 'cuda:7' requested, but this machine has 1 CUDA device \(cuda:0"
+    ):
+        resolve_device("cuda:7")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("gpu", "unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"),
+        ("gpu0", "unknown device 'gpu0'"),
+        ("cuda:x", "unknown device 'cuda:x'"),
+        ("", "unknown device ''"),
+        ("\x00garbage\n", "unknown device"),
+        ("meta", "unsupported device 'meta' (use cpu, cuda, cuda:N or mps)"),
+        ("xpu", "unsupported device 'xpu'"),
+    ],
+)
+def test_bad_device_names(name: str, message: str) -> None:
+    with pytest.raises(SisrError) as err:
+        resolve_device(name)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_devices_this_machine_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0", "cuda:7"):
+        with pytest.raises(
+            SisrError, match=f"^device '{name}' requested, but this machine has no usable CUDA"
+        ):
+            resolve_device(name)
+    with pytest.raises(SisrError, match=r"^device 'mps' requested, but MPS is not available"):
+        resolve_device("mps")
+
+
+def test_every_caller_uses_it() -> None:
+    # One resolver: the modules that take a device name import this one and define no other.
+    import inspect
+
+    from sisr import checkpoint, evaluate, train
+
+    assert checkpoint.resolve_device is resolve_device and train.resolve_device is resolve_device
+    assert "resolve_device" in inspect.getsource(evaluate)
+    for module in (checkpoint, evaluate, train):
+        assert "def resolve_device" not in inspect.getsource(module)
+        assert "def _resolve_device" not in inspect.getsource(module)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import sisr
-from sisr import checkpoint
-from sisr.checkpoint import choose_model, save_safetensors, shipped_model_info, shipped_models
+from sisr import checkpoint, shipped
+from sisr.checkpoint import save_safetensors
 from sisr.cli import main
 from sisr.data.images import read_image, write_image
 from sisr.errors import SisrError
@@ -22,6 +22,7 @@ from sisr.heldout import PHOTOS, bicubic_up, lr_of, mean_quality, measure, measu
 from sisr.metrics import modcrop, psnr
 from sisr.models import arch_of, create_model, scale_of
 from sisr.models.mma import MMA
+from sisr.shipped import choose_model, shipped_model_info, shipped_models
 
 SHIPPED = ("mma-s-x2", "mma-s-x4", "seemore-t-x2", "seemore-t-x3", "seemore-t-x4")
 
@@ -198,7 +199,7 @@ def test_models_lists_every_shipped_model(capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.fixture
 def fake_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)
     for scale in (2, 4):
         net = create_model("seemore-t", scale)
         save_safetensors(

@@ -21,7 +21,7 @@ from PIL import Image
 from skimage import data
 
 from sisr.checkpoint import load_model, save_checkpoint
-from sisr.config import LossConfig, SchedulerConfig, load_config
+from sisr.config import LossConfig, OptimConfig, SchedulerConfig, from_dict, load_config
 from sisr.errors import SisrError
 from sisr.models import build
 from sisr.prepare import make_lr
@@ -32,6 +32,7 @@ from sisr.train import (
     add_train_command,
     load_pretrained,
     make_loss,
+    make_optimizer,
     make_scheduler,
     train,
 )
@@ -150,13 +151,38 @@ def test_fft_loss_is_l1_over_real_and_imaginary_parts() -> None:
     out, target = torch.rand(2, 3, 8, 10, generator=g), torch.rand(2, 3, 8, 10, generator=g)
     a, b = np.fft.rfft2(out.double().numpy()), np.fft.rfft2(target.double().numpy())
     diffs = np.concatenate([np.abs(a.real - b.real).ravel(), np.abs(a.imag - b.imag).ravel()])
-    loss = make_loss(LossConfig(type="FFTLoss", loss_weight=0.1))
+    loss = make_loss(_loss(type="FFTLoss", loss_weight=0.1))
     assert float(loss(out, target)) == pytest.approx(0.1 * diffs.mean(), rel=1e-5)
-    loss_sum = make_loss(LossConfig(type="FFTLoss", reduction="sum"))
+    loss_sum = make_loss(_loss(type="FFTLoss", reduction="sum"))
     assert float(loss_sum(out, target)) == pytest.approx(diffs.sum(), rel=1e-5)
-    charbonnier = make_loss(LossConfig(type="CharbonnierLoss", eps=1e-3, reduction="none"))
+    charbonnier = make_loss(_loss(type="CharbonnierLoss", eps=1e-3, reduction="none"))
     expected = np.sqrt((out - target).double().numpy() ** 2 + 1e-3)
     np.testing.assert_allclose(charbonnier(out, target).numpy(), expected, rtol=1e-5)
+    # Without eps, BasicSR's 1e-12, filled in once by the config reader.
+    default = make_loss(_loss(type="CharbonnierLoss", reduction="none"))
+    assert _loss(type="CharbonnierLoss").eps == 1e-12
+    expected = np.sqrt((out - target).double().numpy() ** 2 + 1e-12)
+    np.testing.assert_allclose(default(out, target).numpy(), expected, rtol=1e-5)
+
+
+# Pieces of a config are built as a file's would be: through the reader, which fills in the defaults.
+def _loss(**values: Any) -> LossConfig:
+    return from_dict(LossConfig, values, "train.pixel_opt")
+
+
+def _scheduler(**values: Any) -> SchedulerConfig:
+    return from_dict(SchedulerConfig, values, "train.scheduler")
+
+
+def test_optimizer_defaults_come_from_the_config() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    adam = make_optimizer(params, from_dict(OptimConfig, {"type": "Adam", "lr": 1e-3}, "train.optim_g"))
+    adamw = make_optimizer(params, from_dict(OptimConfig, {"type": "AdamW", "lr": 1e-3}, "train.optim_g"))
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["weight_decay"] == 0.0
+    assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.01
+    # gamma's default (0.1) is the config's too.
+    assert _scheduler(type="MultiStepLR", milestones=[2]).gamma == 0.1
+    assert _lrs(_scheduler(type="MultiStepLR", milestones=[2]), 4) == pytest.approx([1, 1, 0.1, 0.1])
 
 
 def _lrs(cfg: SchedulerConfig | None, steps: int, *, warmup: int = -1) -> list[float]:
@@ -171,18 +197,18 @@ def _lrs(cfg: SchedulerConfig | None, steps: int, *, warmup: int = -1) -> list[f
 
 
 def test_schedules_follow_basicsr_formulas() -> None:
-    cosine = SchedulerConfig(
-        type="CosineAnnealingRestartLR", periods=(4, 6), restart_weights=(1.0, 0.5), eta_min=0.1
+    cosine = _scheduler(
+        type="CosineAnnealingRestartLR", periods=[4, 6], restart_weights=[1.0, 0.5], eta_min=0.1
     )
     expected = []
     for t in range(10):  # BasicSR: cycle 0 covers t <= 4, cycle 1 starts from t = 4
         start, period, weight = (0, 4, 1.0) if t <= 4 else (4, 6, 0.5)
         expected.append(0.1 + weight * 0.45 * (1 + math.cos(math.pi * (t - start) / period)))
     assert _lrs(cosine, 10) == pytest.approx(expected)
-    steps = SchedulerConfig(type="MultiStepLR", milestones=(2, 4, 4), gamma=0.5)
+    steps = _scheduler(type="MultiStepLR", milestones=[2, 4, 4], gamma=0.5)
     assert _lrs(steps, 6) == pytest.approx([1, 1, 0.5, 0.5, 0.125, 0.125])
-    restart = SchedulerConfig(
-        type="MultiStepRestartLR", milestones=(2, 5), gamma=0.5, restarts=(0, 4), restart_weights=(1, 0.8)
+    restart = _scheduler(
+        type="MultiStepRestartLR", milestones=[2, 5], gamma=0.5, restarts=[0, 4], restart_weights=[1, 0.8]
     )
     assert _lrs(restart, 7) == pytest.approx([1, 1, 0.5, 0.5, 0.8, 0.4, 0.4])
     # Warm-up from lr / 4 to lr over 4 iterations, then the schedule from its own start.
@@ -412,6 +438,187 @@ def test_dry_run_prints_the_resolved_config_and_trains_nothing(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Non-finite numbers, devices, bad resume files, failed starts: one line, nothing written
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``sisr.cli.main`` and its stderr, which must be one line when it fails."""
+    from sisr.cli import main
+
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    if code != 0:
+        assert err.startswith("sisr: error: ") and err.count("\n") == 1, err
+    return code, err
+
+
+def test_non_finite_numbers_in_the_config_are_refused(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp"
+    path = _write(tmp_path / "c.yml", _config(images, exp, network=MMA))
+    for value in (".nan", ".inf", "-.inf", "1e400"):
+        code, err = _main(["train", str(path), f"train.optim_g.lr={value}"], capsys)
+        assert code == 1 and "train.optim_g.lr: expected a finite number" in err
+    assert not exp.exists()
+
+
+def test_a_run_whose_loss_turns_non_finite_stops_and_saves_nothing(images: Path, tmp_path: Path) -> None:
+    # Adam's steps are about lr long: at 1e30 the weights overflow float32 within a few iterations.
+    exp = tmp_path / "exp"
+    cfg = _config(images, exp, network=MMA, train={"ema_decay": 0.0, "fft_opt": None})
+    config, _ = load_config(_write(tmp_path / "c.yml", cfg), ["train.optim_g.lr=1e30"])
+    with pytest.raises(
+        SisrError, match=r"^iteration [1-4]: the loss is not finite \(l_pix (nan|inf)\)"
+    ) as err:
+        train(config)
+    assert "\n" not in str(err.value)
+    assert list((exp / "models").iterdir()) == []  # print_freq 4 comes before save_checkpoint_freq 6
+    # The same through the command line, with the FFT loss: every term is named.
+    config, _ = load_config(
+        _write(tmp_path / "c.yml", {**cfg, "train": {**cfg["train"], "fft_opt": {"type": "FFTLoss"}}}),
+        ["train.optim_g.lr=1e30", f"path.experiments_root={tmp_path / 'exp2'}"],
+    )
+    with pytest.raises(SisrError, match=r"^iteration [1-4]: the loss is not finite \(l_pix \S+, l_fft \S+\)"):
+        train(config)
+
+
+def test_non_finite_weights_are_never_saved(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sisr.train
+
+    # An optimizer whose last update leaves an infinite weight: every loss computed was finite (each is
+    # computed before its update), the weights that would be saved are not.
+    real = sisr.train.make_optimizer
+
+    def poisoned(params: Any, cfg: Any) -> torch.optim.Optimizer:
+        optimizer = real(params, cfg)
+
+        def poison(*_: Any) -> None:
+            with torch.no_grad():
+                optimizer.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+
+        optimizer.register_step_post_hook(poison)
+        return optimizer
+
+    monkeypatch.setattr(sisr.train, "make_optimizer", poisoned)
+    exp = tmp_path / "exp"
+    cfg = _config(images, exp, network=MMA, train={"total_iter": 1})
+    config, _ = load_config(_write(tmp_path / "c.yml", cfg))
+    with pytest.raises(SisrError, match=r"^iteration 1: the weights \(params\) hold non-finite values"):
+        train(config)
+    assert list((exp / "models").iterdir()) == []
+    # A rate so large that Adam's step leaves float32 is named, not a traceback.
+    monkeypatch.setattr(sisr.train, "make_optimizer", real)
+    config, _ = load_config(_write(tmp_path / "c.yml", cfg), ["train.optim_g.lr=1e39"])
+    with pytest.raises(
+        SisrError, match=r"^iteration 1: the optimizer's step overflows float32; train.optim_g.lr 1e\+39"
+    ):
+        train(config)
+
+
+def test_bad_devices_are_one_line_errors(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp"
+    path = _write(tmp_path / "c.yml", _config(images, exp, network=MMA))
+    config, _ = load_config(path)
+    with pytest.raises(SisrError, match=r"^unknown device 'gpu' \(use cpu, cuda, cuda:N or mps\)$"):
+        train(config, device="gpu")
+    bad = ["gpu", "cuda:x", "banana", "cuda:7"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        code, err = _main(["train", str(path), "--device", device], capsys)
+        assert code == 1 and f"'{device}'" in err, err
+    assert not exp.exists()
+
+
+class _Code:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+def test_bad_resume_files_are_one_line_errors_and_run_nothing(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pickle
+
+    # A real checkpoint, to truncate.
+    good_exp = tmp_path / "good"
+    path = _write(tmp_path / "c.yml", _config(images, good_exp, network=MMA, train={"total_iter": 1}))
+    assert _main(["train", str(path)], capsys)[0] == 0
+    whole = (good_exp / "models" / "net_g_1.pth").read_bytes()
+
+    marker = tmp_path / "pwned"
+    files = {
+        "garbage": (bytes(range(256)) * 40, "not a PyTorch checkpoint"),
+        "truncated": (whole[: len(whole) // 2], "not a PyTorch checkpoint"),
+        "code": (pickle.dumps({"format": "sisr", "params": _Code(marker)}), "refused: the file holds Python"),
+        "weights only": (None, "not a checkpoint written by sisr"),
+    }
+    exp = tmp_path / "exp"
+    for name, (content, message) in files.items():
+        bad = tmp_path / f"{name}.pth"
+        if content is None:
+            torch.save({"params": {"w": torch.zeros(1)}}, bad)  # weights, but no training state
+        else:
+            bad.write_bytes(content)
+        code, err = _main(["train", str(path), f"path.experiments_root={exp}", f"--resume={bad}"], capsys)
+        assert code == 1 and message in err and str(bad) in err, (name, err)
+    assert not marker.exists()
+    assert not exp.exists()
+
+
+def test_a_newer_checkpoint_version_is_refused_for_resuming(images: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    path = _write(tmp_path / "c.yml", _config(images, exp, network=MMA, train={"total_iter": 1}))
+    config, _ = load_config(path)
+    train(config)
+    latest = exp / "models" / "net_g_latest.pth"
+    state = torch.load(latest, weights_only=True)
+    torch.save({**state, "version": 99}, latest)
+    config, _ = load_config(path, ["train.total_iter=2"])
+    with pytest.raises(
+        SisrError,
+        match=r"written by a newer sisr \(checkpoint format version 99; this sisr reads versions up to 1\)",
+    ):
+        train(config, resume=True)
+    torch.save({**state, "optimizer": {"state": {}, "param_groups": "x"}}, latest)
+    with pytest.raises(SisrError, match=r"its 'optimizer' entry is damaged or does not fit this run$"):
+        train(config, resume=True)
+
+
+def test_a_failed_start_leaves_no_experiment_folder(images: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    path = _write(tmp_path / "c.yml", _config(images, exp, network=MMA))
+    cases = {
+        "datasets.train.dataroot_gt=/nonexistent/hr": "/nonexistent/hr",
+        "path.pretrain_network_g=/nonexistent.pth": "/nonexistent.pth",
+        "train.pixel_opt.reduction=none": "no single number to minimise",
+    }
+    for override, message in cases.items():
+        config, _ = load_config(path, [override])
+        with pytest.raises(SisrError, match=message):
+            train(config)
+        assert not exp.exists(), override
+    config, _ = load_config(path)
+    with pytest.raises(SisrError, match="unknown device"):
+        train(config, device="gpu")
+    assert not exp.exists()
+    # An existing experiment folder is never removed, nor added to, by a start that fails.
+    exp.mkdir()
+    (exp / "notes.txt").write_text("mine")
+    config, _ = load_config(path, ["path.pretrain_network_g=/nonexistent.pth"])
+    with pytest.raises(SisrError):
+        train(config)
+    assert [p.name for p in exp.iterdir()] == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Two processes on CPU (Gloo on 127.0.0.1)
 
 _WORKER = textwrap.dedent(
@@ -446,6 +653,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_keeps_ranks_identical_and_only_rank0_writes(images: Path, tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     val = {"val_freq": 6, "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2}}}

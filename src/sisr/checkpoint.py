@@ -32,14 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from sisr.atomic import atomic_write as _atomic_write
+from sisr.config import NETWORK_TYPES, NetworkConfig, from_dict
 from sisr.errors import SisrError
-from sisr.models import ARCHS, PRESETS, SCALE_ARG, build
+from sisr.models import ARCHS, PRESETS, build
+from sisr.runtime import resolve_device
+from sisr.shipped import shipped_models
 
 FORMAT = "sisr"
 FORMAT_VERSION = 1
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-# `sisr upscale` without --model: this family at --scale (default 4).
-DEFAULT_FAMILY = "seemore-t"
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
@@ -89,10 +89,36 @@ def _read_safetensors(path: Path) -> Weights:
     args_json = meta.pop("sisr.args", None)
     try:
         args = json.loads(args_json) if args_json else None
+        version = json.loads(meta.pop("sisr.version", str(FORMAT_VERSION)))
         extra = {k.removeprefix("sisr."): json.loads(v) for k, v in meta.items() if k.startswith("sisr.")}
     except json.JSONDecodeError:
         raise SisrError(f"{path}: corrupt sisr metadata in the safetensors header") from None
-    return Weights(tensors, "safetensors", arch, args, extra)
+    _check_version(version, path)
+    state_dict = _as_state_dict(tensors, path, "the file")
+    return Weights(state_dict, "safetensors", arch, _as_args(args, path, "sisr.args metadata"), extra)
+
+
+def _check_version(version: Any, path: Path) -> None:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise SisrError(f"{path}: corrupt checkpoint: format version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise SisrError(
+            f"{path}: written by a newer sisr (checkpoint format version {version}; this sisr reads "
+            f"versions up to {FORMAT_VERSION}); upgrade sisr to read it"
+        )
+
+
+def _as_args(args: Any, path: Path, what: str) -> dict[str, Any] | None:
+    # The declared constructor arguments: None or a mapping of names; their values are checked against
+    # the constructor when the network is built (model_from_weights).
+    if args is None:
+        return None
+    if not isinstance(args, Mapping):
+        raise SisrError(f"{path}: {what} is {type(args).__name__}, not a mapping of constructor arguments")
+    bad = [k for k in args if not isinstance(k, str)]
+    if bad:
+        raise SisrError(f"{path}: {what}: argument name {bad[0]!r} is not a string")
+    return dict(args)
 
 
 def _one_line(err: BaseException) -> str:
@@ -125,9 +151,49 @@ def _as_state_dict(obj: Any, path: Path, what: str) -> dict[str, Tensor]:
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
         raise SisrError(f"{path}: {what} is not a state dict (entry {bad[0]!r} is not a named tensor)")
+    # Every tensor of both networks is floating point; an integer one (int32 weights) would be cast
+    # silently by load_state_dict into nonsense.
+    odd = [k for k, v in obj.items() if not v.is_floating_point()]
+    if odd:
+        raise SisrError(
+            f"{path}: refused: {len(odd)} tensor(s) of {what} are not floating point (e.g. {odd[0]}: "
+            f"{obj[odd[0]].dtype}); network weights are float"
+        )
     # DataParallel / DistributedDataParallel wrap every name in "module.".
-    if all(k.startswith("module.") for k in obj):
+    wrapped = [k for k in obj if k.startswith("module.")]
+    if wrapped and len(wrapped) == len(obj):
         return {k.removeprefix("module."): v for k, v in obj.items()}
+    if wrapped:
+        plain = next(k for k in obj if not k.startswith("module."))
+        raise SisrError(
+            f"{path}: {what} mixes names with and without the 'module.' prefix of (Distributed)DataParallel "
+            f"({len(wrapped)} of {len(obj)} have it, e.g. {wrapped[0]}; not e.g. {plain}); the file was "
+            "assembled from two sources"
+        )
+    return dict(obj)
+
+
+def _existing_file(source: str | os.PathLike[str]) -> Path:
+    path = Path(source)
+    if not path.is_file():
+        raise SisrError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise SisrError(f"{path}: empty file")
+    return path
+
+
+def read_checkpoint(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """Reads a whole checkpoint written by :func:`save_checkpoint` (weights and training state).
+
+    Raises:
+        SisrError: The file is missing, empty, not a PyTorch file, carries code, is not a sisr
+            checkpoint, or was written by a newer sisr.
+    """
+    path = _existing_file(source)
+    obj = _torch_load(path)
+    if not isinstance(obj, Mapping) or obj.get("format") != FORMAT:
+        raise SisrError(f"{path}: not a checkpoint written by sisr")
+    _check_version(obj.get("version"), path)
     return dict(obj)
 
 
@@ -142,11 +208,7 @@ def read_weights(source: str | os.PathLike[str], *, param_key: str | None = None
     Raises:
         SisrError: The file is missing, empty, not a checkpoint, carries code, or lacks ``param_key``.
     """
-    path = Path(source)
-    if not path.is_file():
-        raise SisrError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise SisrError(f"{path}: empty file")
+    path = _existing_file(source)
     if _is_safetensors(path):
         if param_key is not None:
             raise SisrError(f"{path}: param_key applies to .pth files; a safetensors file holds one set")
@@ -154,13 +216,13 @@ def read_weights(source: str | os.PathLike[str], *, param_key: str | None = None
 
     obj = _torch_load(path)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        _check_version(obj.get("version"), path)
         key = param_key or ("params_ema" if obj.get("params_ema") is not None else "params")
         if obj.get(key) is None:
             raise SisrError(f"{path}: this checkpoint has no {key!r} weights")
         meta = {k: v for k, v in obj.items() if k not in ("params", "params_ema", "optimizer", "scheduler")}
-        return Weights(
-            _as_state_dict(obj[key], path, key), key, obj.get("arch"), dict(obj.get("args") or {}), meta
-        )
+        args = _as_args(obj.get("args") or {}, path, "its 'args' entry")
+        return Weights(_as_state_dict(obj[key], path, key), key, obj.get("arch"), args, meta)
     if isinstance(obj, Mapping) and ("params" in obj or "params_ema" in obj):
         key = param_key or ("params_ema" if "params_ema" in obj else "params")
         if key not in obj:
@@ -283,108 +345,6 @@ def detect(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
 # Building networks
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parses a device name and checks that this machine has it.
-
-    Raises:
-        SisrError: The name is not a device, or the device is not available here.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SisrError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SisrError(f"device {device!r} requested, but this machine has no usable CUDA device")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise SisrError(f"device {device!r} requested, but only {torch.cuda.device_count()} CUDA devices")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SisrError(f"device {device!r} requested, but MPS is not available on this machine")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise SisrError(f"unsupported device {device!r} (use cpu, cuda, cuda:N or mps)")
-    return dev
-
-
-def shipped_models() -> dict[str, Path]:
-    """Name -> file of every model shipped inside the package (``sisr/weights/NAME.safetensors``)."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
-
-
-@dataclass(frozen=True)
-class ShippedModel:
-    """What a shipped model's file says about it.
-
-    Attributes:
-        name: Its name, e.g. ``"seemore-t-x4"``.
-        path: Its file.
-        arch: ``ARCHS`` name.
-        scale: Upscaling factor.
-        params: Number of parameters.
-        size: File size in bytes.
-        iterations: Training iterations, all runs included (None if not recorded).
-        quality: PSNR-Y / SSIM-Y of the model and of bicubic on held-out photographs, as measured by
-            ``scripts/export_model.py`` (see :class:`sisr.heldout.Quality`), or None.
-    """
-
-    name: str
-    path: Path
-    arch: str
-    scale: int
-    params: int
-    size: int
-    iterations: int | None
-    quality: dict[str, Any] | None
-
-
-def shipped_model_info(name: str) -> ShippedModel:
-    """Describes a shipped model from its file, without building the network.
-
-    Raises:
-        SisrError: No shipped model has this name, or its file lacks the architecture.
-    """
-    path = shipped_models().get(name)
-    if path is None:
-        raise SisrError(f"unknown model {name!r}; shipped: {', '.join(shipped_models()) or 'none'}")
-    weights = read_weights(path)
-    if weights.arch is None or weights.args is None:
-        raise SisrError(f"{path}: the file does not declare its architecture")
-    return ShippedModel(
-        name=name,
-        path=path,
-        arch=weights.arch,
-        scale=int(weights.args[SCALE_ARG[weights.arch]]),
-        params=sum(t.numel() for t in weights.state_dict.values()),
-        size=path.stat().st_size,
-        iterations=weights.metadata.get("training", {}).get("iterations"),
-        quality=weights.metadata.get("quality"),
-    )
-
-
-def choose_model(model: str | None, scale: int | None) -> str:
-    """The model ``sisr upscale --model MODEL --scale SCALE`` means.
-
-    Without ``model`` it is the default family (``seemore-t``). A family name (a shipped name without
-    its ``-xN`` suffix, e.g. ``mma-s``) takes the suffix of ``scale`` (default 4). Anything else (a file,
-    a full shipped name) is returned unchanged; the caller checks that its scale matches ``scale``.
-
-    Raises:
-        SisrError: The family has no model for ``scale``.
-    """
-    family = DEFAULT_FAMILY if model is None else model
-    shipped = shipped_models()
-    if family in shipped or Path(family).exists():
-        return family
-    scales = sorted(int(n.rsplit("-x", 1)[1]) for n in shipped if n.rsplit("-x", 1)[0] == family)
-    if not scales and model is not None:
-        return family  # not a family: load_model reports what is wrong with it
-    wanted = 4 if scale is None else scale
-    if wanted not in scales:
-        have = ", ".join(f"x{s}" for s in scales) or "none"
-        raise SisrError(f"no shipped {family} model for x{wanted} (shipped: {have})")
-    return f"{family}-x{wanted}"
-
-
 def _resolve_source(source: str | os.PathLike[str]) -> Path:
     path = Path(source)
     if path.exists():
@@ -422,20 +382,27 @@ def model_from_weights(weights: Weights, *, overrides: Mapping[str, Any] | None 
             stacklevel=3,
         )
     args = {**seen, **hidden}
-    args.update(weights.args or {})
-    unknown = sorted(set(overrides) - _constructor_args(arch))
-    if unknown:
-        raise SisrError(
-            f"unknown argument(s) {', '.join(unknown)} for {arch}; "
-            f"known: {', '.join(sorted(_constructor_args(arch)))}"
-        )
-    args.update(overrides)
+    args.update(_checked_args(arch, declared, "the file declares"))
+    args.update(_checked_args(arch, overrides, "overrides"))
     model = build(arch, args)
     try:
         model.load_state_dict(weights.state_dict, strict=True)
     except RuntimeError as err:
         raise SisrError(_describe_mismatch(model, weights.state_dict, arch, err)) from None
     return model
+
+
+def _checked_args(arch: str, args: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``args`` checked against the constructor of ``arch``: known names, values of the annotated types."""
+    known = _constructor_args(arch)
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise SisrError(
+            f"{where} unknown argument(s) {', '.join(unknown)} for {arch}; known: {', '.join(sorted(known))}"
+        )
+    # The config reader's checks, so that a value means the same in a file's metadata as in network_g.
+    checked = from_dict(NetworkConfig, {"type": NETWORK_TYPES[arch], **args}, "args").args
+    return {k: checked[k] for k in args}
 
 
 def _constructor_args(arch: str) -> set[str]:
@@ -564,7 +531,11 @@ def save_safetensors(
     """
     from safetensors.torch import save_file
 
-    meta = {"sisr.arch": arch, "sisr.args": json.dumps(dict(args), sort_keys=True)}
+    meta = {
+        "sisr.arch": arch,
+        "sisr.args": json.dumps(dict(args), sort_keys=True),
+        "sisr.version": json.dumps(FORMAT_VERSION),
+    }
     meta.update({f"sisr.{k}": json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in params.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))

@@ -144,9 +144,10 @@ def _run_upscale(args: argparse.Namespace) -> int:
     elif args.tile is not None and overlap >= args.tile:
         raise SisrError(f"--overlap ({overlap}) must be smaller than --tile ({args.tile})")
     # Imported here so that `sisr --help` does not pay for importing torch.
-    from sisr.checkpoint import choose_model, load_model
+    from sisr.checkpoint import load_model
     from sisr.inference import upscale
     from sisr.models import scale_of
+    from sisr.shipped import choose_model
 
     sources = _collect_sources(args.inputs)  # missing inputs fail before the model is loaded
     if args.output is None and (len(args.inputs) > 1 or Path(args.inputs[0]).is_dir()):
@@ -209,7 +210,7 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from sisr.checkpoint import DEFAULT_FAMILY, shipped_model_info, shipped_models
+    from sisr.shipped import DEFAULT_FAMILY, shipped_model_info, shipped_models
 
     names = list(shipped_models())
     if not names:

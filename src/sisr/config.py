@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 import re
 import types
@@ -311,6 +312,11 @@ class MetricConfig:
     test_y_channel: bool = False
     better: Literal["higher", "lower"] = "higher"
 
+    @property
+    def kind(self) -> Literal["psnr", "ssim"]:
+        """The metric of :mod:`sisr.metrics` that ``type`` (BasicSR's function name) means."""
+        return "psnr" if self.type == "calculate_psnr" else "ssim"
+
     def _resolve(self, path: str, given: set[str]) -> MetricConfig:
         if self.crop_border < 0:
             raise SisrError(f"{path}.crop_border: must be >= 0, got {self.crop_border}")
@@ -487,6 +493,7 @@ def from_dict(cls: type[Any], data: Any, path: str = "", ignored: list[Ignored] 
         ignored = []
     if not isinstance(data, Mapping):
         raise SisrError(f"{path or 'config'}: expected a mapping, got {_show(data)}")
+    _check_finite(data, path)
     if cls is NetworkConfig:
         return _network_from_dict(data, path, ignored)
     hints = get_type_hints(cls)
@@ -590,12 +597,16 @@ def _convert(value: Any, tp: Any, path: str, ignored: list[Ignored]) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 5e3 -> 5000; BasicSR files write !!float 5e3 for integers
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:  # no count or size in torch or numpy goes beyond int64
+                raise SisrError(f"{path}: expected an integer below 2**63, got {_show(value)}")
             return value
-        if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
-            return int(value)  # 5e3 -> 5000; BasicSR files write !!float 5e3 for integers
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > 2**1023:  # float() of it would overflow
+                raise SisrError(f"{path}: expected a number, got {_show(value)}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -660,6 +671,8 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, (list, tuple)):
         return f"a list ({list(value)!r})" if len(repr(value)) < 60 else "a list"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
     return repr(value)
 
 
@@ -730,8 +743,22 @@ _Dumper.add_representer(
 _Dumper.add_representer(type(None), lambda d, _: d.represent_scalar("tag:yaml.org,2002:null", "~"))
 
 
+_MAX_FLOW_DEPTH = 64
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """Parses YAML text safely (no code runs); syntax errors become one-line ``SisrError``."""
+    # PyYAML takes time quadratic in the depth of [ and { nesting (4 s at 2,000), then recurses past
+    # Python's limit: refuse absurd depths at once. Brackets in quoted strings count too, harmlessly.
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    if deepest > _MAX_FLOW_DEPTH:
+        raise SisrError(f"{source}: invalid YAML: [ and {{ nested {deepest} deep (at most {_MAX_FLOW_DEPTH})")
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no code runs
     except yaml.YAMLError as err:
@@ -739,6 +766,8 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(err, "problem", None) or str(err)
         raise SisrError(f"{where}: invalid YAML: {' '.join(str(problem).split())}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SisrError(f"{source}: invalid YAML: collections nested too deeply") from None
 
 
 def _apply_override(data: dict[str, Any], item: str) -> None:
@@ -796,6 +825,18 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     except SisrError as err:
         raise SisrError(f"{path}: {err}") from None
     return config, ignored
+
+
+def _check_finite(data: Any, path: str) -> None:
+    """Refuses NaN and infinities (``.nan``, ``.inf``, ``1e400``) anywhere in the data, ignored keys too."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise SisrError(f"{path or 'config'}: expected a finite number, got {data}")
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            _check_finite(value, _join(path, key))
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            _check_finite(value, f"{path}[{i}]")
 
 
 def _plain(obj: Any) -> Any:

@@ -669,7 +669,8 @@ def _split_test_args(args: argparse.Namespace) -> tuple[argparse.Namespace, list
 
 def _load_for_config(config: Any, device: str) -> nn.Module:
     """Builds ``network_g`` and loads ``path.pretrain_network_g`` into it, refusing a mismatch."""
-    from sisr.checkpoint import detect, model_from_weights, read_weights, resolve_device
+    from sisr.checkpoint import detect, model_from_weights, read_weights
+    from sisr.runtime import resolve_device
 
     dev = resolve_device(device)
     path = config.path.pretrain_network_g
@@ -714,9 +715,8 @@ def _run_test(args: argparse.Namespace) -> int:
     specs: dict[str, MetricSpec] = {}
     if val is not None and val.metrics:
         for metric_name, metric in val.metrics.items():
-            kind: MetricKind = "psnr" if metric.type == "calculate_psnr" else "ssim"
             specs[metric_name] = MetricSpec(
-                kind=kind, crop_border=metric.crop_border, y_channel=metric.test_y_channel
+                kind=metric.kind, crop_border=metric.crop_border, y_channel=metric.test_y_channel
             )
     self_ensemble = bool(args.self_ensemble) or (val is not None and val.self_ensemble)
     save_root = None

@@ -1,4 +1,9 @@
-"""Process-wide settings for fast PyTorch on the CPU: how freed memory is reused.
+"""Process-wide settings and the choice of device.
+
+:func:`resolve_device` turns a device name (``--device``, ``device=``) into a ``torch.device`` that
+this machine has, or a one-line :class:`~sisr.errors.SisrError`; every command and workflow uses it.
+
+:func:`reuse_freed_memory` sets how freed memory is reused, for fast PyTorch on the CPU.
 
 glibc's ``malloc`` serves every block above its mmap threshold (128 KiB at first, adapting up to
 32 MiB) with a fresh ``mmap`` and gives it back to the kernel with ``munmap`` when it is freed. A
@@ -21,8 +26,56 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["reuse_freed_memory"]
+from sisr.errors import SisrError
+
+if TYPE_CHECKING:  # torch is imported when a device is resolved, so that `sisr --help` stays fast
+    import torch
+
+__all__ = ["resolve_device", "reuse_freed_memory"]
+
+_DEVICE_NAMES = "cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(device: str | torch.device | None = None, *, local_rank: int = 0) -> torch.device:
+    """Parses a device name and checks that this machine has that device.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``; None picks
+            ``cuda:<local_rank>`` when CUDA is available, else the CPU.
+        local_rank: This process's GPU under ``torchrun`` (``LOCAL_RANK``), used when ``device`` is None.
+
+    Returns:
+        The device.
+
+    Raises:
+        SisrError: The name is not a device (``gpu``, ``cuda:x``), not a kind sisr runs on, or names a
+            device this machine lacks (CUDA without a GPU, ``cuda:7`` on a 1-GPU machine, MPS off macOS).
+    """
+    import torch
+
+    if device is None:
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SisrError(f"unknown device {str(device)!r} (use {_DEVICE_NAMES})") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise SisrError(f"unsupported device {str(device)!r} (use {_DEVICE_NAMES})")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SisrError(f"device {str(device)!r} requested, but this machine has no usable CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise SisrError(
+            f"device {str(device)!r} requested, but this machine has {count} CUDA device"
+            + ("s" if count != 1 else "")
+            + f" (cuda:0 to cuda:{count - 1})"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SisrError(f"device {str(device)!r} requested, but MPS is not available on this machine")
+    return dev
+
 
 # mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1

@@ -15,6 +15,11 @@ Outputs go to ``experiments/<name>/`` (or ``path.experiments_root``):
 - ``config.yml``: the resolved config of the run;
 - ``tb/``: TensorBoard events, only when ``torch.utils.tensorboard`` can be imported.
 
+Nothing is written until the run can start (config, device, weights to start from or resume, data all
+checked), so a failed start leaves no experiment folder. A loss that turns NaN or infinite stops the run
+with a one-line error naming the first such iteration, and weights are checked before every checkpoint:
+no checkpoint of non-finite weights is ever written.
+
 Resuming (``--resume``, ``path.resume_state``) restores everything in the checkpoint and restarts the
 data stream at the checkpoint's iteration (:class:`sisr.data.loaders.InfiniteLoader`), so a run stopped at
 iteration k and resumed reaches, on the same machine and device, the same weights as a run that never
@@ -61,7 +66,7 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from sisr.checkpoint import atomic_write, read_weights, save_checkpoint
+from sisr.checkpoint import atomic_write, read_checkpoint, read_weights, save_checkpoint
 from sisr.config import (
     Config,
     LossConfig,
@@ -78,6 +83,7 @@ from sisr.data.build import datasets_from_config
 from sisr.data.datasets import GTOnlyDataset, PairedImageDataset
 from sisr.data.loaders import InfiniteLoader, make_loader
 from sisr.errors import SisrError
+from sisr.runtime import resolve_device
 
 __all__ = [
     "EMA",
@@ -121,7 +127,8 @@ def make_loss(cfg: LossConfig) -> LossFn:
     if cfg.type == "MSELoss":
         return lambda out, target: weight * _reduce((out - target).square(), reduction)
     if cfg.type == "CharbonnierLoss":
-        eps = cfg.eps if cfg.eps is not None else 1e-12
+        eps = cfg.eps  # set by the config (default 1e-12, BasicSR's)
+        assert eps is not None, "a LossConfig from sisr.config.from_dict or load_config"
         return lambda out, target: weight * _reduce(((out - target).square() + eps).sqrt(), reduction)
     if cfg.type == "FFTLoss":
 
@@ -141,17 +148,19 @@ def make_loss(cfg: LossConfig) -> LossFn:
 def make_optimizer(params: Sequence[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     """Adam or AdamW over the trainable parameters."""
     cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[cfg.type]
-    decay = cfg.weight_decay if cfg.weight_decay is not None else (0.01 if cfg.type == "AdamW" else 0.0)
-    return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=decay, amsgrad=cfg.amsgrad)
+    # The config fills in weight_decay (torch's defaults: Adam 0, AdamW 0.01).
+    assert cfg.weight_decay is not None, "an OptimConfig from sisr.config.from_dict or load_config"
+    return cls(
+        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad
+    )
 
 
 def _multistep_restart_factor(cfg: SchedulerConfig) -> Callable[[int], float]:
     # BasicSR's MultiStepRestartLR as a factor of the base rate: at a restart the rate jumps to
     # weight * base, then each later milestone (counted with multiplicity) multiplies it by gamma.
-    restarts = list(cfg.restarts or (0,))
-    weights = list(cfg.restart_weights or (1.0,))
+    assert cfg.restarts is not None and cfg.restart_weights is not None and cfg.gamma is not None
+    restarts, weights, gamma = list(cfg.restarts), list(cfg.restart_weights), cfg.gamma
     milestones = list(cfg.milestones or ())
-    gamma = cfg.gamma if cfg.gamma is not None else 0.1
 
     def factor(it: int) -> float:
         last = max((i for i, r in enumerate(restarts) if r <= it), default=None, key=lambda i: restarts[i])
@@ -164,10 +173,10 @@ def _multistep_restart_factor(cfg: SchedulerConfig) -> Callable[[int], float]:
 def _cosine_restart_factor(cfg: SchedulerConfig, base_lr: float) -> Callable[[int], float]:
     # BasicSR's CosineAnnealingRestartLR: cycle i lasts periods[i] iterations and anneals from
     # restart_weights[i] * base to eta_min. After the last cycle the rate stays at its end value.
-    periods = list(cfg.periods or ())
-    weights = list(cfg.restart_weights or (1.0,) * len(periods))
+    assert cfg.periods is not None and cfg.restart_weights is not None and cfg.eta_min is not None
+    periods, weights = list(cfg.periods), list(cfg.restart_weights)
     ends = np.cumsum(periods).tolist()
-    eta = (cfg.eta_min or 0.0) / base_lr
+    eta = cfg.eta_min / base_lr
 
     def factor(it: int) -> float:
         idx = next((i for i, end in enumerate(ends) if it <= end), len(ends) - 1)
@@ -187,20 +196,22 @@ def make_scheduler(
     ``CosineAnnealingLR`` is torch's; ``CosineAnnealingRestartLR`` is a ``LambdaLR`` with BasicSR's
     formula. None keeps the rate constant. With ``warmup_iter`` > 0 a ``LinearLR`` ramp from
     ``lr / warmup_iter`` to ``lr`` comes first and the schedule follows it (``SequentialLR``).
+    ``cfg`` comes resolved from the config reader, which fills in the defaults (gamma 0.1, ...).
     """
     base_lr = optimizer.param_groups[0]["lr"]
     main: LRScheduler
     if cfg is None:
         main = LambdaLR(optimizer, lambda it: 1.0)
     elif cfg.type in ("MultiStepLR", "MultiStepRestartLR"):
-        if tuple(cfg.restarts or (0,)) == (0,) and tuple(cfg.restart_weights or (1.0,)) == (1.0,):
-            gamma = cfg.gamma if cfg.gamma is not None else 0.1
-            main = MultiStepLR(optimizer, milestones=list(cfg.milestones or ()), gamma=gamma)
+        if tuple(cfg.restarts or ()) == (0,) and tuple(cfg.restart_weights or ()) == (1.0,):
+            assert cfg.gamma is not None
+            main = MultiStepLR(optimizer, milestones=list(cfg.milestones or ()), gamma=cfg.gamma)
         else:
             main = LambdaLR(optimizer, _multistep_restart_factor(cfg))
     elif cfg.type == "CosineAnnealingLR":
         assert cfg.T_max is not None
-        main = CosineAnnealingLR(optimizer, T_max=cfg.T_max, eta_min=cfg.eta_min or 0.0)
+        assert cfg.eta_min is not None
+        main = CosineAnnealingLR(optimizer, T_max=cfg.T_max, eta_min=cfg.eta_min)
     elif cfg.type == "CosineAnnealingRestartLR":
         main = LambdaLR(optimizer, _cosine_restart_factor(cfg, base_lr))
     else:
@@ -319,9 +330,20 @@ def _resume_path(resume: str | os.PathLike[str] | bool | None, config: Config) -
 
 
 def _load_state(path: Path, config: Config) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping) or state.get("format") != "sisr" or "optimizer" not in state:
-        raise SisrError(f"{path}: not a sisr training checkpoint (no optimizer state); cannot resume")
+    # read_checkpoint refuses garbage, truncated files, pickles that carry code and newer formats.
+    state = read_checkpoint(path)
+    missing = [
+        k
+        for k in ("arch", "args", "params", "optimizer", "scheduler", "step", "seed", "rng")
+        if k not in state
+    ]
+    if missing:
+        raise SisrError(f"{path}: not a sisr training checkpoint (no {', '.join(missing)}); cannot resume")
+    for key in ("step", "seed"):
+        if not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0:
+            raise SisrError(
+                f"{path}: its {key!r} entry is {state[key]!r}, not an iteration count; cannot resume"
+            )
     arch, args = network_args(config.network_g)
     if state["arch"] != arch or _plain(state["args"]) != _plain(args):
         raise SisrError(
@@ -386,9 +408,8 @@ def _validate(
     from sisr.evaluate import MetricSpec, evaluate_dataset
 
     assert config.val is not None
-    kinds = {"calculate_psnr": "psnr", "calculate_ssim": "ssim"}
     specs = {
-        name: MetricSpec(kind=kinds[m.type], crop_border=m.crop_border, y_channel=m.test_y_channel)  # type: ignore[arg-type]
+        name: MetricSpec(kind=m.kind, crop_border=m.crop_border, y_channel=m.test_y_channel)
         for name, m in (config.val.metrics or {}).items()
     }
     was_training = model.training
@@ -459,15 +480,10 @@ class _Log:
 
     def __init__(self, root: Path, *, enabled: bool) -> None:
         self.enabled = enabled
+        self.root = root
         self.path = root / "log.jsonl"
         self.tb: Any = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
-
-                self.tb = SummaryWriter(str(root / "tb"))
-            except ImportError:
-                pass
+        self.tb_tried = False  # the writer is made with the first record: nothing is written before
 
     def line(self, text: str) -> None:
         if self.enabled:
@@ -478,6 +494,14 @@ class _Log:
             return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"iter": step, "time": round(time.time(), 3), **values}) + "\n")
+        if not self.tb_tried:
+            self.tb_tried = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
+
+                self.tb = SummaryWriter(str(self.root / "tb"))
+            except ImportError:
+                pass
         if self.tb is not None:
             for key, value in _flatten(values).items():
                 self.tb.add_scalar(key, value, step)
@@ -497,13 +521,9 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _resolve_device(device: str | None, world: _Dist) -> torch.device:
-    if device is None:
-        device = f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SisrError(f"device {device!r}: CUDA is not available")
-    return dev
+def _all_finite(module: nn.Module) -> bool:
+    tensors = [t for t in module.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 def _check_bf16(device: torch.device) -> None:
@@ -538,14 +558,16 @@ def train(
         config: A loaded config (:func:`sisr.config.load_config`).
         resume: A checkpoint to continue, True for this experiment's latest one, or None to use
             ``path.resume_state`` (usually unset: a fresh run).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; None picks the process's GPU if there is one.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (:func:`sisr.runtime.resolve_device`);
+            None picks the process's GPU if there is one.
         deterministic: Also call ``torch.use_deterministic_algorithms(True)`` (slower on GPUs).
 
     Returns:
         The trained network (unwrapped), its EMA copy and the iteration reached.
 
     Raises:
-        SisrError: On a config that cannot train, unreadable data or checkpoints.
+        SisrError: On a config that cannot train, a device this machine lacks, unreadable data or
+            checkpoints, or a loss or weights that turn non-finite (naming the iteration).
     """
     world = _init_distributed()
     try:
@@ -564,6 +586,8 @@ def _train(
     deterministic: bool,
 ) -> TrainResult:
     # --- Setup: check the config, decide where things go, seed. -------------------------------------
+    # Nothing is written until everything a run needs has been checked and loaded (the network, the
+    # weights to start from, the data), so that a failed start leaves no empty experiment behind.
     warnings = validate_for_training(config)
     assert config.train is not None
     opt = config.train
@@ -575,14 +599,13 @@ def _train(
             f"{root}: holds checkpoints of an earlier run; continue it with --resume, or move it away "
             "(or change name / path.experiments_root) to start afresh"
         )
-    if world.main:
-        models_dir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device, local_rank=world.local_rank)
+    if opt.bf16:
+        _check_bf16(dev)
+    state = None if resume_path is None else _load_state(resume_path, config)
     log = _Log(root, enabled=world.main)
     for warning in warnings:
         log.line(f"warning: {warning}")
-    dev = _resolve_device(device, world)
-    if opt.bf16:
-        _check_bf16(dev)
     if deterministic:
         torch.use_deterministic_algorithms(True)
     seed = config.manual_seed
@@ -617,18 +640,26 @@ def _train(
     loss_fns = {name: make_loss(cfg) for name, cfg in losses.items() if cfg is not None}
 
     step = 0
-    if resume_path is not None:
-        state = _load_state(resume_path, config)
-        model.load_state_dict(state["params"])
-        if ema is not None:
-            if state.get("params_ema") is None:
-                raise SisrError(f"{resume_path}: has no params_ema, but train.ema_decay is set")
-            ema.module.load_state_dict(state["params_ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        seed = int(state["seed"])  # the data stream continues with the seed it started with
-        _set_rng_state(state["rng"])
+    if state is not None:
+        assert resume_path is not None
+        if ema is not None and state.get("params_ema") is None:
+            raise SisrError(f"{resume_path}: has no params_ema, but train.ema_decay is set")
+        restores: dict[str, Callable[[Any], Any]] = {
+            "params": model.load_state_dict,
+            **({"params_ema": ema.module.load_state_dict} if ema is not None else {}),
+            "optimizer": optimizer.load_state_dict,
+            "scheduler": scheduler.load_state_dict,
+            "rng": _set_rng_state,
+        }
+        for key, restore in restores.items():
+            try:
+                restore(state[key])
+            except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+                raise SisrError(
+                    f"{resume_path}: its {key!r} entry is damaged or does not fit this run"
+                ) from None
+        step = state["step"]
+        seed = state["seed"]  # the data stream continues with the seed it started with
         if state.get("world_size", 1) != world.world_size:  # batches are counted per process
             log.line(
                 f"warning: the checkpoint was written by {state.get('world_size', 1)} processes, this run "
@@ -660,7 +691,8 @@ def _train(
     if config.val is not None and config.val.val_freq is not None:
         val_sets = {d.name: d for d in datasets_from_config(config, phases=("val",)).values()}
 
-    if world.main:
+    if world.main:  # the run can start: now its folder is made
+        models_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(root / "config.yml", lambda tmp: Path(tmp).write_text(dump_config(config)))
     log.line(
         f"training {arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on {dev} "
@@ -668,7 +700,32 @@ def _train(
         f"epoch, iterations {step} -> {opt.total_iter}, seed {seed}"
     )
 
+    # The first iteration whose loss was not finite (-1: none yet) and its loss terms, kept on the device
+    # and read at progress lines, validations and saves only, so that a GPU is not synchronised per step.
+    first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+    bad_terms = torch.zeros(len(loss_fns), device=dev)
+
+    def check_finite() -> None:
+        bad = first_bad.clone()
+        if world.enabled:  # every rank stops at the same point, whichever rank met the value first
+            bad = torch.where(bad < 0, opt.total_iter + 1, bad)
+            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+            bad = torch.where(bad > opt.total_iter, -1, bad)
+        if int(bad) >= 0:
+            values = ", ".join(f"{n} {v:.4g}" for n, v in zip(loss_fns, bad_terms.tolist(), strict=True))
+            raise SisrError(
+                f"iteration {int(bad)}: the loss is not finite ({values}); the run is stopped and nothing "
+                "of it after the last checkpoint is saved (try a lower train.optim_g.lr or train.grad_clip)"
+            )
+
     def save(step: int) -> None:
+        check_finite()
+        for what, module in (("params", model), ("params_ema", None if ema is None else ema.module)):
+            if module is not None and not _all_finite(module):
+                raise SisrError(
+                    f"iteration {step}: the weights ({what}) hold non-finite values; the run is stopped "
+                    "and their checkpoint is not written (try a lower train.optim_g.lr or train.grad_clip)"
+                )
         if not world.main:
             return
         path = models_dir / f"net_g_{step}.pth"
@@ -703,12 +760,24 @@ def _train(
         terms = {name: fn(out, gt) for name, fn in loss_fns.items()}
         loss = sum(terms.values())
         assert isinstance(loss, Tensor)
+        stacked = torch.stack([t.detach() for t in terms.values()])
+        newly = (first_bad < 0) & ~torch.isfinite(stacked).all()
+        first_bad = torch.where(newly, step + 1, first_bad)
+        bad_terms = torch.where(newly, stacked, bad_terms)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = None
         if opt.grad_clip is not None:
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as err:  # Adam's step, lr / (1 - beta1^t), beyond float32's range
+            if "overflow" not in str(err):
+                raise
+            raise SisrError(
+                f"iteration {step + 1}: the optimizer's step overflows float32; train.optim_g.lr "
+                f"{opt.optim_g.lr:g} is far too large"
+            ) from None
         scheduler.step()
         if ema is not None:
             ema.update(model, step)  # update `step` of this run: a resumed run goes on with the schedule
@@ -720,6 +789,7 @@ def _train(
         window_steps += 1
 
         if step % config.logger.print_freq == 0 or step == opt.total_iter:
+            check_finite()
             elapsed = time.perf_counter() - window_start
             speed = window_steps / max(elapsed, 1e-9)
             means = {k: float(v) / window_steps for k, v in window.items()}
@@ -735,6 +805,7 @@ def _train(
 
         if val_sets and config.val is not None and config.val.val_freq is not None:
             if step % config.val.val_freq == 0 or step == opt.total_iter:
+                check_finite()
                 scores = _validate(
                     ema.module if ema else model,
                     val_sets,
