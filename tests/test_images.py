@@ -123,9 +123,8 @@ def test_16bit_colour_png_from_another_encoder(
     tmp_path: Path, colour_type: int, interlace: bool, rgb16_photo: np.ndarray
 ) -> None:
     pixels = rgb16_photo[:13, :11]  # odd sizes exercise partial Adam7 passes
-    if colour_type == 4:  # gray + alpha
-        stored = np.dstack([pixels[:, :, 0], pixels[:, :, 2]])
-        expected = np.dstack([pixels[:, :, 0]] * 3 + [pixels[:, :, 2]])
+    if colour_type == 4:  # gray + alpha, returned as such (C = 2)
+        stored = expected = np.dstack([pixels[:, :, 0], pixels[:, :, 2]])
     elif colour_type == 6:
         stored = expected = np.dstack([pixels, pixels[:, :, 1][::-1]])
     else:
@@ -185,8 +184,8 @@ def test_palette_and_odd_modes(tmp_path: Path, rgb_photo: np.ndarray, gray_photo
     la = PILImage.fromarray(np.dstack([gray_photo, gray_photo[::-1]]), mode="LA")
     la.save(tmp_path / "la.png")
     image = read_image(tmp_path / "la.png")
-    assert image.mode == "RGBA"
-    np.testing.assert_array_equal(image.pixels, np.dstack([gray_photo] * 3 + [gray_photo[::-1]]))
+    assert image.mode == "LA"
+    np.testing.assert_array_equal(image.pixels, np.dstack([gray_photo, gray_photo[::-1]]))
 
     PILImage.fromarray(gray_photo > 128).save(tmp_path / "bw.bmp")
     image = read_image(tmp_path / "bw.bmp")
@@ -335,7 +334,7 @@ def test_write_errors_leave_nothing(tmp_path: Path, rgba_photo: np.ndarray, rgb_
     with pytest.raises(TypeError):
         write_image(tmp_path / "f.png", rgb_photo.astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
-        write_image(tmp_path / "f.png", rgb_photo[:, :, :2])
+        write_image(tmp_path / "f.png", np.dstack([rgb_photo, rgb_photo[:, :, :2]]))  # 5 channels
 
 
 @pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
@@ -346,7 +345,7 @@ def test_failed_write_keeps_old_file_and_removes_temporary(
     write_image(path, rgb_photo)
     before = path.read_bytes()
 
-    def broken_save(f: io.BufferedWriter, pixels: np.ndarray, file_format: str) -> None:
+    def broken_save(f: io.BufferedWriter, pixels: np.ndarray, file_format: str, metadata: object) -> None:
         f.write(b"\x89PNG partial")
         raise failure
 

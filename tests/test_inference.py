@@ -123,11 +123,30 @@ def test_constant_alpha_is_kept(rgb_photo: np.ndarray) -> None:
     np.testing.assert_array_equal(out[:, :, :3], upscale(tiny_sr(2), rgb_photo))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_gray_with_alpha_stays_gray_with_alpha(dtype: type, rgba_photo: np.ndarray) -> None:
+    scale = 1 if dtype == np.uint8 else 257
+    la = (np.dstack([rgba_photo[:, :, 0], rgba_photo[:, :, 3]]).astype(np.uint32) * scale).astype(dtype)
+    model = tiny_sr(2)
+    out = upscale(model, la)
+    assert out.shape == (80, 96, 2) and out.dtype == dtype
+    # The gray goes through the network as a gray image does, and the alpha as RGBA's alpha does.
+    np.testing.assert_array_equal(out[:, :, 0], upscale(model, la[:, :, 0]))
+    rgba = np.dstack([np.repeat(la[:, :, :1], 3, axis=2), la[:, :, 1]])
+    assert np.abs(out[:, :, 1].astype(int) - upscale(model, rgba)[:, :, 3]).max() <= 1
+    assert not np.array_equal(out[:, :, 1], repeat(la[:, :, 1], 2))  # not a plain copy
+    opaque = la.copy()
+    opaque[:, :, 1] = np.iinfo(dtype).max
+    out = upscale(model, opaque)
+    assert (out[:, :, 1] == np.iinfo(dtype).max).all()
+    np.testing.assert_array_equal(out[:, :, 0], upscale(model, la[:, :, 0]))
+
+
 def test_bad_images_are_rejected(rgb_photo: np.ndarray) -> None:
     with pytest.raises(TypeError):
         upscale(Nearest(2), rgb_photo.astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
-        upscale(Nearest(2), rgb_photo[:, :, :2])
+        upscale(Nearest(2), np.dstack([rgb_photo, rgb_photo[:, :, :2]]))  # 5 channels
 
 
 # ----------------------------------------------------------------------------------------------------

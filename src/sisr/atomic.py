@@ -3,26 +3,56 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+__all__ = ["TEMPORARY_PATTERN", "atomic_write", "new_temporary", "remove_stale_temporaries"]
+
+# ``.{name}.sisr-{pid}-{random}.tmp``: hidden, and it names the process that writes it, so a later write
+# into the same folder can tell an abandoned file (its writer was killed with SIGKILL) from a live one.
+TEMPORARY_PATTERN = re.compile(r"^\..*\.sisr-(\d+)-[^.]*\.tmp$", re.DOTALL)
+
+
+def new_temporary(path: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None) -> str:
+    """Creates an empty file named ``.{name}.sisr-{pid}-{random}.tmp`` and returns its path.
+
+    Args:
+        path: The final file the temporary one stands in for; only its name is used.
+        folder: Where to create it (default: the folder of `path`).
+
+    Raises:
+        OSError: The file cannot be created.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.sisr-{os.getpid()}-",
+        suffix=".tmp",
+        dir=path.parent if folder is None else folder,
+    )
+    os.close(fd)
+    return tmp
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
     """Calls ``write(tmp_path)``, then renames the finished file to ``path``.
 
-    The temporary file sits beside ``path`` (same file system, so the rename is atomic) under a hidden,
-    unique name; it is flushed to disk before the rename, gets the usual permissions (mkstemp makes it
-    0600), and is removed on any failure or interruption, so no partial file ever appears. The folder
-    must exist. Errors propagate unchanged; callers turn them into their own messages.
+    The temporary file sits beside ``path`` (same file system, so the rename is atomic) under the hidden
+    name ``.{name}.sisr-{pid}-{random}.tmp``; it is flushed to disk before the rename, gets the usual
+    permissions (mkstemp makes it 0600), and is removed on any failure or interruption (a SIGTERM that
+    the caller turns into an exception included), so no partial file ever appears. A process killed
+    outright (SIGKILL, power loss) cannot remove its file: the next call that writes into the same folder
+    removes every such file whose process is gone (:func:`remove_stale_temporaries`). The folder must
+    exist. Errors propagate unchanged; callers turn them into their own messages.
 
     Args:
         path: Final location.
         write: Writes the whole file to the path it is given.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    remove_stale_temporaries(path.parent)
+    tmp = new_temporary(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -32,6 +62,53 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Removes the temporary files of :func:`atomic_write` in `folder` whose writing process is gone.
+
+    Any final name counts, not only the one being written: a training run killed while saving
+    ``net_g_1000.pth`` next writes ``net_g_2000.pth``. A process id that has since been reused by a live
+    process keeps its file until that process ends too. Files that cannot be listed or removed are left
+    alone; this never fails.
+
+    Args:
+        folder: The folder to clean.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TEMPORARY_PATTERN.match(entry)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        candidate = Path(folder, entry)
+        try:
+            if candidate.is_file() and not candidate.is_symlink():
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # our own (another thread's) file in progress
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's live process
+        return True
+    except (OSError, OverflowError):  # no such process, or a number no process can have
+        return False
+    return True
 
 
 def _umask() -> int:

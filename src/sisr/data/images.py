@@ -1,9 +1,15 @@
 """Reading and writing images as numpy arrays, with the checks a command-line tool needs.
 
-Pixels are always ``(H, W, C)`` arrays, C being 1 (gray), 3 (RGB) or 4 (RGBA), of dtype ``uint8`` or
-``uint16``. Reading applies the EXIF orientation, decodes the whole file (so truncated files fail here
-rather than later) and refuses images above a pixel budget before decoding them. Every problem with a
-file becomes a one-line :class:`~sisr.errors.SisrError` that names the file.
+Pixels are always ``(H, W, C)`` arrays, C being 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), of dtype
+``uint8`` or ``uint16``. Reading applies the EXIF orientation, decodes the whole file (so truncated files
+fail here rather than later) and refuses images above a pixel budget before decoding them. Every problem
+with a file becomes a one-line :class:`~sisr.errors.SisrError` that names the file; Pillow's warnings
+about a file it could still decode (corrupt EXIF, say) become one ``sisr: warning: FILE: ...`` line on
+stderr. Animated and multi-page files are refused: a super-resolution network upscales one picture.
+
+An ICC profile (when it describes the decoded pixels' colour space) and the EXIF block come along with
+the pixels, the EXIF orientation reset to 1 once it has been applied, so that :func:`write_image` can
+store them again.
 
 Pillow keeps 16-bit gray images but reduces 16-bit colour PNGs to 8 bits, so those are decoded here:
 Pillow's own PNG decoder (``zip``) unfilters the image data twice, once keeping the high and once the low
@@ -13,11 +19,12 @@ byte of every sample. Writing 16-bit colour PNGs, which Pillow cannot do, uses a
 Formats follow the file extension when writing:
 
 ======================  =========================================================================
-``.png``                8 or 16 bits, gray, RGB or RGBA.
-``.jpg``, ``.jpeg``     8 bits, quality 95 without chroma subsampling; no alpha.
-``.webp``               lossless (super-resolved detail is not thrown away again); gray becomes RGB.
-``.bmp``                8 bits; no alpha.
-``.tif``, ``.tiff``     LZW-compressed; 8 bits, or 16 bits for gray.
+``.png``                8 or 16 bits, gray, gray + alpha, RGB or RGBA; ICC profile and EXIF.
+``.jpg``, ``.jpeg``     8 bits, quality 95 without chroma subsampling; no alpha; ICC and EXIF.
+``.webp``               lossless (super-resolved detail is not thrown away again); gray becomes RGB,
+                        gray + alpha RGBA; ICC and EXIF.
+``.bmp``                8 bits; no alpha; no ICC profile or EXIF.
+``.tif``, ``.tiff``     LZW-compressed; 8 bits, or 16 bits for gray; ICC profile.
 ======================  =========================================================================
 
 16-bit pixels written to a format (or, for colour, to TIFF) that holds only 8 bits are rounded to 8.
@@ -28,6 +35,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -35,15 +43,16 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import TiffImagePlugin, UnidentifiedImageError
 
-from sisr.atomic import atomic_write
+from sisr.atomic import atomic_write, new_temporary
 from sisr.errors import SisrError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "Image",
+    "check_writable",
     "decode_image",
     "format_for_path",
     "read_image",
@@ -67,13 +76,20 @@ IMAGE_EXTENSIONS: dict[str, str] = {
 }
 
 # Decoders that may run on user files (the JPEG one also opens phone cameras' MPO files). Limiting the
-# list also keeps Pillow away from formats that start external programs (EPS runs Ghostscript).
+# list also keeps Pillow away from formats that start external programs (EPS runs Ghostscript). GIF is
+# left out: its 256 colours cannot hold a super-resolved result, and it is almost always animated.
 _READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+_SUPPORTED = "a PNG, JPEG, WebP, BMP or TIFF image"
+
+# Formats whose extra frames are frames of an animation or pages. An MPO's second image is a phone's
+# preview or depth map, not a frame: its first image is read as always.
+_MULTI_FRAME_FORMATS = {"PNG": "frames", "WEBP": "frames", "TIFF": "pages"}
 
 # Exceptions Pillow, zlib and struct raise on corrupt data.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, zlib.error)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_HEADER = b"Exif\x00\x00"
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -82,18 +98,24 @@ class Image:
     """A decoded image.
 
     Attributes:
-        pixels: ``(H, W, C)`` array, C = 1 (gray), 3 (RGB) or 4 (RGBA), dtype uint8 or uint16, upright
-            (EXIF orientation applied).
+        pixels: ``(H, W, C)`` array, C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), dtype uint8 or
+            uint16, upright (EXIF orientation applied).
         format: Pillow's name of the file format, e.g. ``"PNG"``, ``"JPEG"``, ``"WEBP"``.
+        icc_profile: The embedded ICC colour profile, or None. Kept only when it describes gray (C <= 2)
+            or RGB (C >= 3) pixels; a CMYK file's profile does not survive its conversion to RGB.
+        exif: The EXIF block as a JPEG stores it (``b"Exif\\0\\0"`` and a TIFF header), with its
+            orientation set to 1 when the orientation was applied to `pixels`; or None.
     """
 
     pixels: np.ndarray
     format: str
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
 
     @property
-    def mode(self) -> Literal["gray", "RGB", "RGBA"]:
-        """Colour layout: ``"gray"``, ``"RGB"`` or ``"RGBA"``."""
-        return {1: "gray", 3: "RGB", 4: "RGBA"}[self.pixels.shape[2]]
+    def mode(self) -> Literal["gray", "LA", "RGB", "RGBA"]:
+        """Colour layout: ``"gray"``, ``"LA"`` (gray + alpha), ``"RGB"`` or ``"RGBA"``."""
+        return {1: "gray", 2: "LA", 3: "RGB", 4: "RGBA"}[self.pixels.shape[2]]
 
     @property
     def bit_depth(self) -> Literal[8, 16]:
@@ -102,11 +124,11 @@ class Image:
 
 
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
-    """Reads and fully decodes a PNG, JPEG, WebP, BMP or TIFF file.
+    """Reads and fully decodes a single-frame PNG, JPEG, WebP, BMP or TIFF file.
 
-    Palette images become RGB, or RGBA when they have transparency; gray with alpha becomes RGBA; 1-bit
-    images become 8-bit gray; CMYK and YCbCr become RGB. 16-bit gray PNG/TIFF and 16-bit colour PNG are
-    returned as uint16. Only the first frame of animated or multi-page files is read.
+    Palette images become RGB, or RGBA when they have transparency; gray with alpha (or with a
+    transparent gray value) stays gray + alpha; 1-bit images become 8-bit gray; CMYK and YCbCr become
+    RGB. 16-bit gray PNG/TIFF and 16-bit colour and gray + alpha PNG are returned as uint16.
 
     Args:
         path: The image file.
@@ -116,8 +138,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         The upright image.
 
     Raises:
-        SisrError: The file is missing, empty, not an image, truncated or corrupt, has an unsupported
-            pixel type, or exceeds `max_pixels`.
+        SisrError: The file is missing, empty, not an image, truncated or corrupt, animated or of several
+            pages, has an unsupported pixel type, or exceeds `max_pixels`.
     """
     name = os.fspath(path)
     if not os.path.exists(name):
@@ -149,8 +171,10 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
     if not data:
         raise SisrError(f"{name}: file is empty")
     try:
-        # Pillow warns (and above twice its limit raises) about large images; our own check replaces it.
-        with warnings.catch_warnings():
+        # Pillow's warnings are collected and reported in one line once the image is decoded. It warns
+        # (and above twice its limit raises) about large images too; our own check replaces that.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
             with PILImage.open(io.BytesIO(data), formats=_READ_FORMATS) as im:
                 width, height = im.size
@@ -159,18 +183,33 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
                         f"{name}: image is {width}x{height} = {width * height} pixels, more than the "
                         f"limit of {max_pixels} (a decompression bomb?)"
                     )
+                file_format = im.format or "unknown"
+                if file_format in _MULTI_FRAME_FORMATS and getattr(im, "n_frames", 1) > 1:
+                    raise SisrError(
+                        f"{name}: has {im.n_frames} {_MULTI_FRAME_FORMATS[file_format]}; sisr upscales "
+                        "single-frame images (split it into one file per frame first)"
+                    )
                 pixels = _decode(im, data, name)
                 orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-                file_format = im.format or "unknown"
+                exif = _exif_block(im.info.get("exif"), orientation)
+                icc_profile = im.info.get("icc_profile") or None
     except SisrError:
         raise
     except PILImage.DecompressionBombError as e:  # only when max_pixels is above Pillow's own limit
         raise SisrError(f"{name}: image is too large: {_one_line(e)}") from None
     except UnidentifiedImageError:
-        raise SisrError(f"{name}: not a PNG, JPEG, WebP, BMP or TIFF image") from None
+        raise SisrError(f"{name}: {_unidentified(data)}") from None
     except _DECODE_ERRORS as e:
         raise SisrError(f"{name}: cannot decode image: {_one_line(e)}") from None
-    return Image(pixels=np.ascontiguousarray(_orient(pixels, orientation)), format=file_format)
+    _report_warnings(name, caught)
+    if icc_profile is not None and not _icc_fits(icc_profile, pixels.shape[2]):
+        icc_profile = None
+    return Image(
+        pixels=np.ascontiguousarray(_orient(pixels, orientation)),
+        format=file_format,
+        icc_profile=icc_profile,
+        exif=exif,
+    )
 
 
 def format_for_path(path: str | os.PathLike[str], format: str | None = None) -> str:
@@ -197,7 +236,53 @@ def format_for_path(path: str | os.PathLike[str], format: str | None = None) -> 
     return IMAGE_EXTENSIONS[ext]
 
 
-def write_image(path: str | os.PathLike[str], pixels: np.ndarray, *, format: str | None = None) -> None:
+def check_writable(path: str | os.PathLike[str], *, channels: int, format: str | None = None) -> str:
+    """Checks, before any work is done, that :func:`write_image` can write `channels` channels to `path`.
+
+    The format must be known and hold the pixels (no alpha in JPEG or BMP), and `path` must not be a
+    folder. Its folder must exist and take a new file, or be creatable under the nearest folder that
+    exists: a temporary file (named as :func:`sisr.atomic.atomic_write` names its own) is created there
+    and removed again, which also catches read-only file systems and permissions that ``os.access``
+    misjudges (everything looks writable to root). Nothing is left behind.
+
+    Args:
+        path: The output file.
+        channels: Channels of the pixels to be written: 1, 2, 3 or 4.
+        format: Overrides the format chosen from the extension (see :func:`format_for_path`).
+
+    Returns:
+        The Pillow format name that will be written.
+
+    Raises:
+        SisrError: One line saying why the file cannot be written.
+    """
+    name = os.fspath(path)
+    file_format = format_for_path(name, format)
+    _check_channels(name, file_format, channels)
+    if os.path.isdir(name):
+        raise SisrError(f"{name}: cannot write: is a directory")
+    folder = os.path.dirname(os.path.abspath(name))
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise SisrError(f"{name}: cannot write: {existing} is not a folder")
+    try:
+        os.unlink(new_temporary(name, folder=existing))
+    except OSError as e:
+        where = "into" if existing == folder else "a folder under"
+        raise SisrError(f"{name}: cannot write {where} {existing}: {_one_line(e)}") from None
+    return file_format
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    *,
+    format: str | None = None,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> None:
     """Writes an image atomically: a partly written file never appears under `path`.
 
     The data goes to a hidden temporary file next to `path` that is renamed over `path` once complete,
@@ -205,8 +290,13 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, *, format: str
 
     Args:
         path: Output file. Its directory must exist.
-        pixels: ``(H, W)`` or ``(H, W, C)`` array with C in (1, 3, 4), dtype uint8 or uint16.
+        pixels: ``(H, W)`` or ``(H, W, C)`` array with C in (1, 2, 3, 4), dtype uint8 or uint16.
         format: Overrides the format chosen from the extension (see :func:`format_for_path`).
+        icc_profile: ICC profile to embed (PNG, JPEG, WebP, TIFF), e.g. :attr:`Image.icc_profile`. It is
+            left out where it does not describe the written pixels (a gray profile in a WebP, which
+            stores gray as RGB).
+        exif: EXIF block to embed (PNG, JPEG, WebP), e.g. :attr:`Image.exif`, with or without the
+            leading ``b"Exif\\0\\0"``.
 
     Raises:
         SisrError: Unknown format, alpha for a format without it, or the file cannot be written.
@@ -217,22 +307,37 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, *, format: str
     file_format = format_for_path(name, format)
     pixels = _as_hwc(pixels)
     channels = pixels.shape[2]
-    if channels == 4 and file_format in ("JPEG", "BMP"):
-        raise SisrError(f"{name}: {file_format} cannot store the alpha channel; use .png, .webp or .tif")
+    _check_channels(name, file_format, channels)
     if pixels.dtype == np.uint16 and not (file_format == "PNG" or (file_format == "TIFF" and channels == 1)):
         pixels = _to_8bit(pixels)
+    stored_channels = max(channels, 3) if file_format == "WEBP" else channels  # WebP has no gray
+    metadata = _Metadata(
+        icc_profile=icc_profile if icc_profile and _icc_fits(icc_profile, stored_channels) else None,
+        exif=(exif if exif.startswith(_EXIF_HEADER) else _EXIF_HEADER + exif) if exif else None,
+    )
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             if pixels.dtype == np.uint16 and file_format == "PNG":
-                _write_png16(f, pixels)
+                _write_png16(f, pixels, metadata)
             else:
-                _save_with_pillow(f, pixels, file_format)
+                _save_with_pillow(f, pixels, file_format, metadata)
 
     try:
         atomic_write(name, write)
     except OSError as e:
         raise SisrError(f"{name}: cannot write: {_one_line(e)}") from None
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    icc_profile: bytes | None
+    exif: bytes | None  # starting with _EXIF_HEADER
+
+
+def _check_channels(name: str, file_format: str, channels: int) -> None:
+    if channels in (2, 4) and file_format in ("JPEG", "BMP"):
+        raise SisrError(f"{name}: {file_format} cannot store the alpha channel; use .png, .webp or .tif")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -259,15 +364,17 @@ def _decode(im: PILImage.Image, data: bytes, name: str) -> np.ndarray:
         return values.astype(np.uint16)[:, :, None]
     if mode == "F":
         raise SisrError(f"{name}: floating-point pixels are not supported")
-    if mode in ("P", "L", "RGB") and "transparency" in im.info:
+    if mode in ("L", "La") and ("transparency" in im.info or mode == "La"):
+        im = im.convert("LA")
+    elif mode in ("P", "RGB") and "transparency" in im.info:
         im = im.convert("RGBA")
     elif mode in ("P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
         im = im.convert("RGB")
-    elif mode in ("PA", "LA", "La", "RGBa"):
+    elif mode in ("PA", "RGBa"):
         im = im.convert("RGBA")
     elif mode == "1":
         im = im.convert("L")
-    if im.mode not in ("L", "RGB", "RGBA"):
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
         raise SisrError(f"{name}: unsupported pixel mode {mode!r}")
     pixels = np.asarray(im)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
@@ -276,7 +383,7 @@ def _decode(im: PILImage.Image, data: bytes, name: str) -> np.ndarray:
 def _read_png16_colour(
     data: bytes, name: str, size: tuple[int, int], colour_type: int, interlace: int
 ) -> np.ndarray:
-    """Decodes a 16-bit RGB, RGBA or gray+alpha PNG, which Pillow would reduce to 8 bits."""
+    """Decodes a 16-bit RGB, RGBA or gray + alpha PNG, which Pillow would reduce to 8 bits."""
     idat = []
     pos = len(_PNG_SIGNATURE)
     while True:
@@ -301,7 +408,7 @@ def _read_png16_colour(
         raw = np.asarray(PILImage.frombytes("RGBA", size, stream, "zip", "RGBA", interlace)).astype(np.uint16)
         gray = raw[:, :, 0] << 8 | raw[:, :, 1]
         alpha = raw[:, :, 2] << 8 | raw[:, :, 3]
-        return np.stack([gray, gray, gray, alpha], axis=2)
+        return np.stack([gray, alpha], axis=2)
     mode = "RGB" if colour_type == 2 else "RGBA"
     # PNG samples are big-endian. The ";16B" unpacker keeps the first byte of each sample (high), the
     # ";16L" one the second (low); both unfilter with the true 6- or 8-byte pixel stride.
@@ -329,7 +436,138 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels  # 1, or an invalid value
 
 
-def _one_line(e: BaseException) -> str:
+def _exif_block(raw: object, orientation: int) -> bytes | None:
+    """The EXIF block to keep (see :attr:`Image.exif`), given Pillow's ``info["exif"]``."""
+    if not isinstance(raw, bytes) or not raw:
+        return None
+    block = raw if raw.startswith(_EXIF_HEADER) else _EXIF_HEADER + raw
+    if orientation not in range(2, 9):  # nothing was applied (1, absent or an invalid value)
+        return block
+    # Only the orientation's two bytes change, so maker notes and offsets stay valid. Were it not found
+    # where it is expected, keeping the block would have viewers turn the upright pixels once more.
+    return _reset_orientation(block)
+
+
+def _reset_orientation(block: bytes) -> bytes | None:
+    """Sets the orientation in IFD0 of an EXIF block to 1 in place, or returns None if it cannot."""
+    tiff = block[len(_EXIF_HEADER) :]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    magic, ifd = struct.unpack(order + "HI", tiff[2:8])
+    if magic != 42 or ifd + 2 > len(tiff):
+        return None
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind, values = struct.unpack(order + "HHI", tiff[entry : entry + 8])
+        if tag == _EXIF_ORIENTATION:
+            if kind != 3 or values != 1:  # not one SHORT
+                return None
+            at = len(_EXIF_HEADER) + entry + 8
+            return block[:at] + struct.pack(order + "H", 1) + block[at + 2 :]
+    return None
+
+
+def _icc_fits(profile: bytes, channels: int) -> bool:
+    """Whether an ICC profile's colour space (header bytes 16-19) is that of gray or RGB pixels."""
+    return profile[16:20] == (b"GRAY" if channels <= 2 else b"RGB ")
+
+
+# Magic bytes of files people may take for images, for saying what a file is when Pillow cannot open it.
+_SIGNATURES = (
+    (0, _PNG_SIGNATURE, "PNG"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"BM", "BMP"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"II+\x00", "BigTIFF"),
+    (0, b"MM\x00+", "BigTIFF"),
+    (8, b"WEBP", "WebP"),
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (4, b"ftypavif", "AVIF"),
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (0, b"8BPS", "Photoshop (PSD)"),
+    (0, b"%PDF", "PDF"),
+    (0, b"%!PS", "PostScript"),
+    (0, b"\x00\x00\x01\x00", "Windows icon (ICO)"),
+    (0, b"qoif", "QOI"),
+    (0, b"DDS ", "DirectDraw Surface (DDS)"),
+    (0, b"<svg", "SVG"),
+)
+
+# TIFF compression codes Pillow lacks a decoder for, by name.
+_TIFF_COMPRESSIONS = {
+    34712: "JPEG 2000",
+    33003: "Aperio JPEG 2000",
+    33005: "Aperio JPEG 2000",
+    34892: "lossy JPEG",
+    50002: "JPEG XL",
+    52546: "JPEG XL",
+}
+_TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating point", 4: "undefined"}
+
+
+def _unidentified(data: bytes) -> str:
+    """Why Pillow could not open `data`, said from its magic bytes (the message after the file name)."""
+    kind = next((k for at, magic, k in _SIGNATURES if data[at : at + len(magic)] == magic), None)
+    if kind == "WebP" and data[:4] != b"RIFF":
+        kind = None
+    if kind is None:
+        return f"not {_SUPPORTED}"
+    if kind == "TIFF":
+        return f"cannot decode TIFF image: {_tiff_problem(data)}"
+    if kind in ("PNG", "JPEG", "BMP", "WebP"):
+        return f"cannot decode {kind} image: its header is corrupt or of a variant that cannot be read"
+    if kind == "GIF":
+        return f"is a GIF image, not {_SUPPORTED} (convert it to PNG first; animated GIFs frame by frame)"
+    return f"is a {kind} file, not {_SUPPORTED}"
+
+
+def _tiff_problem(data: bytes) -> str:
+    """Reads the first TIFF directory's layout tags to say what Pillow cannot read about the file."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack(order + "I", data[4:8])
+        (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+        tags: dict[int, int] = {}
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, values = struct.unpack(order + "HHI", data[entry : entry + 8])
+            if kind in (3, 4) and values >= 1:  # SHORT or LONG: the first value
+                fmt, size = ("H", 2) if kind == 3 else ("I", 4)
+                if values * size <= 4:
+                    (tags[tag],) = struct.unpack(order + fmt, data[entry + 8 : entry + 8 + size])
+                else:
+                    (offset,) = struct.unpack(order + "I", data[entry + 8 : entry + 12])
+                    (tags[tag],) = struct.unpack(order + fmt, data[offset : offset + size])
+    except struct.error:
+        return "its first directory is truncated or corrupt"
+    compression = tags.get(259, 1)
+    if compression not in TiffImagePlugin.COMPRESSION_INFO:
+        known = _TIFF_COMPRESSIONS.get(compression)
+        return f"compression {compression}{f' ({known})' if known else ''} is not supported"
+    samples, bits = tags.get(277, 1), tags.get(258, 1)
+    sample_format = _TIFF_SAMPLE_FORMATS.get(tags.get(339, 1), f"code {tags.get(339)}")
+    return (
+        f"{samples} sample(s) per pixel of {bits}-bit {sample_format} (photometric {tags.get(262, '?')}) "
+        "are not supported"
+    )
+
+
+def _report_warnings(name: str, caught: list[warnings.WarningMessage]) -> None:
+    """Prints Pillow's warnings about a file it decoded as one line (Python would print them raw)."""
+    texts = list(dict.fromkeys(_one_line(w.message) for w in caught))
+    if texts:
+        print(f"sisr: warning: {name}: {'; '.join(texts)}", file=sys.stderr, flush=True)
+
+
+def _one_line(e: BaseException | Warning | str) -> str:
     text = " ".join(str(e).split())
     return text or type(e).__name__
 
@@ -344,8 +582,10 @@ def _as_hwc(pixels: np.ndarray) -> np.ndarray:
         raise TypeError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or 0 in pixels.shape:
-        raise ValueError(f"pixels must be (H, W) or (H, W, C) with C in 1, 3, 4, got shape {pixels.shape}")
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or 0 in pixels.shape:
+        raise ValueError(
+            f"pixels must be (H, W) or (H, W, C) with C in 1, 2, 3, 4, got shape {pixels.shape}"
+        )
     return pixels
 
 
@@ -354,10 +594,14 @@ def _to_8bit(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def _save_with_pillow(f: BinaryIO, pixels: np.ndarray, file_format: str) -> None:
+def _save_with_pillow(f: BinaryIO, pixels: np.ndarray, file_format: str, metadata: _Metadata) -> None:
     channels = pixels.shape[2]
     if pixels.dtype == np.uint16:  # gray only (see write_image)
         im = PILImage.fromarray(np.ascontiguousarray(pixels[:, :, 0]))  # mode "I;16"
+    elif channels == 2:
+        im = PILImage.fromarray(np.ascontiguousarray(pixels), mode="LA")
+        if file_format == "WEBP":  # WebP has no gray
+            im = im.convert("RGBA")
     else:
         im = PILImage.fromarray(np.ascontiguousarray(pixels[:, :, 0] if channels == 1 else pixels))
     options: dict[str, object] = {}
@@ -367,13 +611,17 @@ def _save_with_pillow(f: BinaryIO, pixels: np.ndarray, file_format: str) -> None
         options = {"lossless": True, "exact": True}
     elif file_format == "TIFF":
         options = {"compression": "tiff_lzw"}
+    if metadata.icc_profile is not None and file_format != "BMP":
+        options["icc_profile"] = metadata.icc_profile
+    if metadata.exif is not None and file_format in ("PNG", "JPEG", "WEBP"):
+        options["exif"] = metadata.exif
     im.save(f, format=file_format, **options)
 
 
-def _write_png16(f: BinaryIO, pixels: np.ndarray) -> None:
-    """Encodes a 16-bit gray, RGB or RGBA PNG with per-row adaptive filtering."""
+def _write_png16(f: BinaryIO, pixels: np.ndarray, metadata: _Metadata) -> None:
+    """Encodes a 16-bit gray, gray + alpha, RGB or RGBA PNG with per-row adaptive filtering."""
     height, width, channels = pixels.shape
-    colour_type = {1: 0, 3: 2, 4: 6}[channels]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     stride = 2 * channels  # bytes per pixel, the filter distance
     # (H, W*C*2) big-endian bytes of each row.
     rows = pixels.astype(">u2").view(np.uint8).reshape(height, width * stride)
@@ -383,6 +631,10 @@ def _write_png16(f: BinaryIO, pixels: np.ndarray) -> None:
 
     f.write(_PNG_SIGNATURE)
     f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)))
+    if metadata.icc_profile is not None:  # profile name, compression method 0 (zlib), profile
+        f.write(chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(metadata.icc_profile)))
+    if metadata.exif is not None:  # the TIFF structure, without the JPEG's "Exif\0\0"
+        f.write(chunk(b"eXIf", metadata.exif[len(_EXIF_HEADER) :]))
     compressor = zlib.compressobj(6)
     previous = np.zeros((1, rows.shape[1]), dtype=np.uint8)
     block = max(1, (1 << 22) // rows.shape[1])  # ~4 MB of row bytes per step bounds memory
