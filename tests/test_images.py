@@ -363,3 +363,300 @@ def test_written_file_has_default_permissions(tmp_path: Path, rgb_photo: np.ndar
     finally:
         os.umask(mask)
     assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o644
+
+
+# ----------------------------------------------------------------------------------------------------
+# Gray + alpha
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".webp"])
+def test_gray_with_alpha_round_trip(tmp_path: Path, ext: str, rgba_photo: np.ndarray) -> None:
+    la = np.dstack([rgba_photo[:, :, 0], rgba_photo[:, :, 3]])
+    write_image(tmp_path / f"la{ext}", la)
+    image = read_image(tmp_path / f"la{ext}")
+    if ext == ".webp":  # WebP has no gray: gray + alpha comes back as RGBA
+        assert image.mode == "RGBA"
+        np.testing.assert_array_equal(image.pixels, np.dstack([la[:, :, :1]] * 3 + [la[:, :, 1:]]))
+    else:
+        assert (image.mode, image.pixels.shape) == ("LA", (40, 48, 2))
+        np.testing.assert_array_equal(image.pixels, la)
+    with PILImage.open(tmp_path / f"la{ext}") as im:
+        assert im.mode == ("RGBA" if ext == ".webp" else "LA")
+
+
+def test_gray_with_alpha_16bit_png(tmp_path: Path, rgb16_photo: np.ndarray) -> None:
+    la = np.ascontiguousarray(rgb16_photo[:, :, ::2])
+    write_image(tmp_path / "la16.png", la)
+    image = read_image(tmp_path / "la16.png")
+    assert (image.mode, image.bit_depth) == ("LA", 16)
+    np.testing.assert_array_equal(image.pixels, la)
+    with PILImage.open(tmp_path / "la16.png") as im:  # Pillow reads it as LA, with the high bytes
+        np.testing.assert_array_equal(np.asarray(im.convert("LA")), (la >> 8).astype(np.uint8))
+
+
+def test_gray_with_a_transparent_value_is_gray_with_alpha(tmp_path: Path, gray_photo: np.ndarray) -> None:
+    value = int(gray_photo[0, 0])
+    PILImage.fromarray(gray_photo).save(tmp_path / "t.png", transparency=value)
+    image = read_image(tmp_path / "t.png")
+    assert image.mode == "LA"
+    np.testing.assert_array_equal(image.pixels[:, :, 0], gray_photo)
+    np.testing.assert_array_equal(image.pixels[:, :, 1], np.where(gray_photo == value, 0, 255))
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".bmp"])
+def test_gray_with_alpha_to_a_format_without_alpha(tmp_path: Path, ext: str, gray_photo: np.ndarray) -> None:
+    with pytest.raises(SisrError, match="cannot store the alpha channel"):
+        write_image(tmp_path / f"la{ext}", np.dstack([gray_photo, gray_photo]))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------
+# Frames
+
+
+def _frames_file(path: Path, rgb_photo: np.ndarray, count: int) -> None:
+    frames = [PILImage.fromarray(np.roll(rgb_photo, 5 * k, axis=1)) for k in range(count)]
+    lossless = {"lossless": True} if path.suffix == ".webp" else {}
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0, **lossless)
+
+
+@pytest.mark.parametrize(("ext", "what"), [(".webp", "frames"), (".png", "frames"), (".tiff", "pages")])
+def test_animations_and_pages_are_refused(tmp_path: Path, ext: str, what: str, rgb_photo: np.ndarray) -> None:
+    _frames_file(tmp_path / f"anim{ext}", rgb_photo, 12)
+    with pytest.raises(SisrError, match=rf"^\S*anim\{ext}: has 12 {what}; sisr upscales single-frame images"):
+        read_image(tmp_path / f"anim{ext}")
+    _frames_file(tmp_path / f"one{ext}", rgb_photo, 1)  # a one-frame file of the same kind still reads
+    np.testing.assert_array_equal(read_image(tmp_path / f"one{ext}").pixels, rgb_photo)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_gif_is_named_for_what_it_is(tmp_path: Path, count: int, rgb_photo: np.ndarray) -> None:
+    _frames_file(tmp_path / "a.gif", rgb_photo, count)
+    with pytest.raises(SisrError, match=r"a\.gif: is a GIF image, not a PNG, JPEG, WebP, BMP or TIFF image"):
+        read_image(tmp_path / "a.gif")
+
+
+def test_mpo_reads_its_main_image(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    # Phone cameras' JPEGs are often MPO files whose second image is a preview, not an animation frame.
+    main, preview = PILImage.fromarray(rgb_photo), PILImage.fromarray(rgb_photo[::-1])
+    main.save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[preview], quality=95)
+    image = read_image(tmp_path / "phone.jpg")
+    assert image.format == "MPO"
+    with PILImage.open(tmp_path / "phone.jpg") as im:
+        np.testing.assert_array_equal(image.pixels, np.asarray(im))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Colour profile and EXIF
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _gray_profile() -> bytes:
+    # The sRGB profile relabelled as gray: only the header's colour space matters to sisr.
+    profile = _srgb_profile()
+    return profile[:16] + b"GRAY" + profile[20:]
+
+
+def _camera_exif(orientation: int) -> PILImage.Exif:
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "Example Camera"  # Make
+    exif[0x0131] = "sisr test"  # Software
+    return exif
+
+
+def _exif_of(path: Path) -> dict[int, object]:
+    with PILImage.open(path) as im:
+        return dict(im.getexif())
+
+
+@pytest.mark.parametrize("source", [".png", ".jpg", ".webp", ".tif", "png16"])
+@pytest.mark.parametrize("target", [".png", ".jpg", ".webp", ".tif", "png16"])
+def test_icc_profile_is_kept(
+    tmp_path: Path, source: str, target: str, rgb_photo: np.ndarray, rgb16_photo: np.ndarray
+) -> None:
+    profile = _srgb_profile()
+    src = tmp_path / f"in{source.replace('png16', '.png')}"
+    if source == "png16":
+        write_image(src, rgb16_photo, icc_profile=profile)
+    else:
+        PILImage.fromarray(rgb_photo).save(src, icc_profile=profile)
+    image = read_image(src)
+    assert image.icc_profile == profile
+    out = tmp_path / f"out{target.replace('png16', '.png')}"
+    pixels = image.pixels if target != "png16" else image.pixels.astype(np.uint16) * 257
+    write_image(out, pixels, icc_profile=image.icc_profile, exif=image.exif)
+    assert read_image(out).icc_profile == profile
+    with PILImage.open(out) as im:  # an independent reader finds it too
+        assert im.info.get("icc_profile") == profile
+
+
+def test_icc_profile_of_another_colour_space_is_not_kept(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    cmyk_profile = _srgb_profile()[:16] + b"CMYK" + _srgb_profile()[20:]
+    PILImage.fromarray(rgb_photo).convert("CMYK").save(tmp_path / "print.jpg", icc_profile=cmyk_profile)
+    image = read_image(tmp_path / "print.jpg")
+    assert image.mode == "RGB" and image.icc_profile is None  # the CMYK profile no longer applies
+    PILImage.fromarray(rgb_photo[:, :, 0]).save(tmp_path / "g.png", icc_profile=_gray_profile())
+    image = read_image(tmp_path / "g.png")
+    assert image.icc_profile == _gray_profile()
+    write_image(tmp_path / "g.webp", image.pixels, icc_profile=image.icc_profile)  # WebP stores RGB
+    with PILImage.open(tmp_path / "g.webp") as im:
+        assert "icc_profile" not in im.info
+    write_image(tmp_path / "g.tif", image.pixels, icc_profile=image.icc_profile)
+    assert read_image(tmp_path / "g.tif").icc_profile == _gray_profile()
+
+
+@pytest.mark.parametrize("source", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("target", [".jpg", ".png", ".webp", "png16"])
+def test_exif_is_kept_with_orientation_reset(
+    tmp_path: Path, source: str, target: str, rgb_photo: np.ndarray
+) -> None:
+    src = tmp_path / f"in{source}"
+    PILImage.fromarray(rgb_photo).save(
+        src, exif=_camera_exif(6), **({"lossless": True} if source == ".webp" else {})
+    )
+    image = read_image(src)
+    assert image.pixels.shape[:2] == (48, 40)  # turned upright
+    assert image.exif is not None and image.exif.startswith(b"Exif\x00\x00")
+    out = tmp_path / f"out{target.replace('png16', '.png')}"
+    pixels = image.pixels if target != "png16" else image.pixels.astype(np.uint16) * 257
+    write_image(out, pixels, exif=image.exif)
+    tags = _exif_of(out)
+    assert tags[0x0112] == 1 and tags[0x010F] == "Example Camera" and tags[0x0131] == "sisr test"
+    again = read_image(out)  # read again, the upright pixels stay upright
+    assert again.pixels.shape[:2] == (48, 40)
+    if target in (".png", ".webp"):
+        np.testing.assert_array_equal(again.pixels, image.pixels)
+
+
+def test_exif_without_orientation_is_kept_byte_for_byte(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    exif = _camera_exif(1)
+    del exif[0x0112]
+    PILImage.fromarray(rgb_photo).save(tmp_path / "a.jpg", exif=exif)
+    with PILImage.open(tmp_path / "a.jpg") as im:
+        raw = im.info["exif"]
+    assert read_image(tmp_path / "a.jpg").exif == raw
+
+
+def test_corrupt_exif_warns_in_one_clean_line(
+    tmp_path: Path, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb_photo).save(buf, format="JPEG", exif=_camera_exif(6))
+    data = bytearray(buf.getvalue())
+    at = data.find(b"Exif\x00\x00") + 6 + 8  # the entry count of IFD0
+    data[at : at + 2] = b"\xff\xff"  # far more entries than the block holds
+    (tmp_path / "bad.jpg").write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning escapes to Python's machinery
+        image = read_image(tmp_path / "bad.jpg")
+    assert image.pixels.shape in ((40, 48, 3), (48, 40, 3))  # turned if the orientation was still found
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sisr: warning: {tmp_path / 'bad.jpg'}: Corrupt EXIF data")
+
+
+# ----------------------------------------------------------------------------------------------------
+# TIFFs Pillow cannot open
+
+
+def _tiff_with_tag(pixels: np.ndarray, tag: int, value: int) -> bytes:
+    """A Pillow-written little-endian TIFF with one SHORT tag of its first directory changed."""
+    buf = io.BytesIO()
+    PILImage.fromarray(pixels).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[ifd : ifd + 2])
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if struct.unpack("<H", data[entry : entry + 2])[0] == tag:
+            data[entry + 8 : entry + 10] = struct.pack("<H", value)
+            return bytes(data)
+    raise AssertionError(f"no tag {tag}")
+
+
+def test_tiff_pillow_cannot_open_says_why(
+    tmp_path: Path, rgb_photo: np.ndarray, rgb16_photo: np.ndarray
+) -> None:
+    (tmp_path / "j2k.tif").write_bytes(_tiff_with_tag(rgb_photo, 259, 34712))
+    with pytest.raises(
+        SisrError, match=r"j2k\.tif: cannot decode TIFF image: compression 34712 \(JPEG 2000\)"
+    ):
+        read_image(tmp_path / "j2k.tif")
+    (tmp_path / "odd.tif").write_bytes(_tiff_with_tag(rgb_photo, 259, 65000))
+    with pytest.raises(
+        SisrError, match=r"odd\.tif: cannot decode TIFF image: compression 65000 is not supported"
+    ):
+        read_image(tmp_path / "odd.tif")
+    (tmp_path / "24bit.tif").write_bytes(_tiff_with_tag(rgb16_photo[:, :, 0], 258, 24))
+    with pytest.raises(
+        SisrError, match=r"24bit\.tif: cannot decode TIFF image: 1 sample\(s\) per pixel of 24-bit"
+    ):
+        read_image(tmp_path / "24bit.tif")
+
+
+def test_other_formats_are_named(tmp_path: Path) -> None:
+    (tmp_path / "photo.png").write_bytes(b"\x00\x00\x00\x1cftypheic" + bytes(40))
+    with pytest.raises(
+        SisrError, match=r"photo\.png: is a HEIC file, not a PNG, JPEG, WebP, BMP or TIFF image"
+    ):
+        read_image(tmp_path / "photo.png")
+    (tmp_path / "scan.tif").write_bytes(b"%PDF-1.4\n" + bytes(40))
+    with pytest.raises(SisrError, match=r"scan\.tif: is a PDF file"):
+        read_image(tmp_path / "scan.tif")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checking the output before the work
+
+
+def test_check_writable_accepts_and_leaves_nothing(tmp_path: Path) -> None:
+    assert imageio.check_writable(tmp_path / "out.png", channels=4) == "PNG"
+    assert imageio.check_writable(tmp_path / "new" / "deeper" / "out.jpg", channels=3) == "JPEG"
+    assert list(tmp_path.iterdir()) == []  # no probe left, no folder made
+
+
+def test_check_writable_refusals(tmp_path: Path) -> None:
+    with pytest.raises(SisrError, match=r"out\.jpg: JPEG cannot store the alpha channel"):
+        imageio.check_writable(tmp_path / "out.jpg", channels=4)
+    with pytest.raises(SisrError, match=r"out\.bmp: BMP cannot store the alpha channel"):
+        imageio.check_writable(tmp_path / "out.bmp", channels=2)
+    with pytest.raises(SisrError, match=r"out\.gif: cannot choose an image format"):
+        imageio.check_writable(tmp_path / "out.gif", channels=3)
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(SisrError, match=r"dir\.png: cannot write: is a directory"):
+        imageio.check_writable(tmp_path / "dir.png", channels=3)
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    with pytest.raises(SisrError, match=r"out\.png: cannot write: .*notes\.txt is not a folder"):
+        imageio.check_writable(tmp_path / "notes.txt" / "sub" / "out.png", channels=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "notes.txt"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_check_writable_read_only_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(SisrError, match=r"out\.png: cannot write into .*ro: .*ermission denied"):
+            imageio.check_writable(folder / "out.png", channels=3)
+        with pytest.raises(SisrError, match=r"out\.png: cannot write a folder under .*ro: "):
+            imageio.check_writable(folder / "sub" / "out.png", channels=3)
+    finally:
+        folder.chmod(0o755)
+    assert list(folder.iterdir()) == []
+
+
+def test_check_writable_read_only_for_root_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a read-only mount does to root as to anyone: creating the probe fails.
+    def read_only(path: object, *, folder: object = None) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(imageio, "new_temporary", read_only)
+    with pytest.raises(
+        SisrError, match=r"out\.png: cannot write into .*: \[Errno 30\] Read-only file system"
+    ):
+        imageio.check_writable(tmp_path / "out.png", channels=3)

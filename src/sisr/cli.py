@@ -17,7 +17,14 @@ from pathlib import Path
 
 from sisr import __version__, evaluate, prepare, train
 from sisr.argtypes import non_negative_int, positive_int
-from sisr.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, format_for_path, read_image, write_image
+from sisr.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    check_writable,
+    format_for_path,
+    read_image,
+    write_image,
+)
 from sisr.errors import SisrError
 from sisr.runtime import reuse_freed_memory
 
@@ -168,6 +175,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
         progress.show(source.name)
         try:
             image = read_image(source, max_pixels=args.max_pixels)
+            check_writable(target, channels=image.pixels.shape[2])  # before the network's long run
             try:
                 result = upscale(model, image.pixels, tile=args.tile, overlap=overlap)
             except MemoryError:
@@ -177,7 +185,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
                     raise
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             _make_folder(target.parent)
-            write_image(target, result)
+            write_image(target, result, icc_profile=image.icc_profile, exif=image.exif)
             progress.clear()
             print(f"{source} -> {target} (x{scale}, {name})", flush=True)
         except SisrError as e:
