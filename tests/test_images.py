@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from sisr.atomic import TEMPORARY_PATTERN, atomic_write
 from sisr.data import images as imageio
 from sisr.data.images import format_for_path, read_image, write_image
 from sisr.errors import SisrError
@@ -660,3 +664,69 @@ def test_check_writable_read_only_for_root_too(tmp_path: Path, monkeypatch: pyte
         SisrError, match=r"out\.png: cannot write into .*: \[Errno 30\] Read-only file system"
     ):
         imageio.check_writable(tmp_path / "out.png", channels=3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Temporary files (sisr.atomic)
+
+
+def _dead_pid() -> int:
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(child.stdout)
+
+
+def test_temporary_files_name_their_process(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    seen = []
+
+    def write(tmp: str) -> None:
+        seen.append(Path(tmp).name)
+        Path(tmp).write_bytes(b"x")
+
+    atomic_write(tmp_path / "net_g_1000.pth", write)
+    assert re.fullmatch(rf"\.net_g_1000\.pth\.sisr-{os.getpid()}-\w+\.tmp", seen[0])
+    assert TEMPORARY_PATTERN.match(seen[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["net_g_1000.pth"]
+
+
+def test_stale_temporary_files_are_removed_by_the_next_write(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    dead = _dead_pid()
+    stale = [f".net_g_1000.pth.sisr-{dead}-a1b2c3.tmp", f".out.png.sisr-{dead}-zz_9.tmp"]
+    live = [f".net_g_2000.pth.sisr-{os.getppid()}-q.tmp", f".x.png.sisr-{os.getpid()}-q.tmp"]
+    others = [".net_g_1000.pth.abc.tmp", "notes.sisr-1-x.tmp", "keep.png"]  # not ours: left alone
+    for name in stale + live + others:
+        (tmp_path / name).write_bytes(b"")
+    write_image(tmp_path / "new.png", rgb_photo)  # another name: stale files of any name go
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*live, *others, "new.png"])
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_temporary_file_that_the_next_write_removes(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from sisr.atomic import atomic_write\n"
+        "def write(tmp):\n"
+        "    Path(tmp).write_bytes(b'half')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(60)\n"
+        "atomic_write(sys.argv[1], write)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(imageio.__file__).parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "net_g_5.pth")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        tmp = Path(child.stdout.readline().strip())  # type: ignore[union-attr]
+        assert tmp.parent == tmp_path and tmp.exists()
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+    assert [p.name for p in tmp_path.iterdir()] == [tmp.name]  # what SIGKILL leaves
+    atomic_write(tmp_path / "net_g_10.pth", lambda t: Path(t).write_bytes(b"whole"))
+    assert [p.name for p in tmp_path.iterdir()] == ["net_g_10.pth"]

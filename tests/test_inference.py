@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from skimage import data
 from torch import Tensor, nn
 
+from sisr.data.images import read_image, write_image
 from sisr.errors import SisrError
 from sisr.inference import _blend_weights, tile_starts, upscale, upscale_tensor
 from sisr.models import create_model
@@ -275,3 +278,101 @@ def test_images_below_the_model_minimum_are_padded() -> None:
 def test_bad_tiling_arguments(tile: int, overlap: int, message: str, rgb_photo: np.ndarray) -> None:
     with pytest.raises(SisrError, match=message):
         upscale(Nearest(2), rgb_photo, tile=tile, overlap=overlap)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Through `sisr upscale`: what the pixels carry reaches the output, and outputs are checked first
+
+SHIPPED = ["-m", "seemore-t", "-s", "2"]
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    from sisr.cli import main
+
+    status = main(["upscale", *argv])
+    return status, capsys.readouterr().err.splitlines()
+
+
+def test_cli_keeps_icc_profile_and_exif(
+    tmp_path: Path, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image as PILImage
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # shown turned clockwise
+    exif[0x010F] = "Example Camera"
+    source = tmp_path / "phone.jpg"
+    PILImage.fromarray(rgb_photo[:20, :24]).save(source, icc_profile=profile, exif=exif, quality=95)
+    for out in (tmp_path / "up.jpg", tmp_path / "up.png", tmp_path / "up.webp"):
+        status, err = _cli([str(source), "-o", str(out), *SHIPPED], capsys)
+        assert (status, err) == (0, [])
+        image = read_image(out)
+        assert image.pixels.shape == (48, 40, 3)  # upright, then upscaled
+        assert image.icc_profile == profile
+        with PILImage.open(out) as im:
+            tags = im.getexif()
+            assert (tags[0x0112], tags[0x010F]) == (1, "Example Camera")
+            assert im.info["icc_profile"] == profile
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_cli_gray_with_alpha_stays_gray_with_alpha(
+    tmp_path: Path, bits: int, rgba_photo: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    la = np.dstack([rgba_photo[:20, :24, 0], rgba_photo[10:30, 12:36, 3]])
+    if bits == 16:
+        la = la.astype(np.uint16) * 257
+    write_image(tmp_path / "la.png", la)
+    status, err = _cli([str(tmp_path / "la.png"), "-o", str(tmp_path / "up.png"), *SHIPPED], capsys)
+    assert (status, err) == (0, [])
+    image = read_image(tmp_path / "up.png")
+    assert (image.mode, image.bit_depth, image.pixels.shape) == ("LA", bits, (40, 48, 2))
+
+
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sisr.models.seemore import SeemoRe
+
+    def forward(self: nn.Module, x: Tensor) -> Tensor:
+        pytest.fail("the network ran before the output was checked")
+
+    monkeypatch.setattr(SeemoRe, "forward", forward)
+
+
+def test_cli_refuses_alpha_to_jpeg_before_the_network_runs(
+    tmp_path: Path,
+    rgba_photo: np.ndarray,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_network(monkeypatch)
+    write_image(tmp_path / "cat.png", rgba_photo)
+    status, err = _cli([str(tmp_path / "cat.png"), "-o", str(tmp_path / "cat.jpg"), *SHIPPED], capsys)
+    assert status == 1
+    assert err == [
+        f"sisr: error: {tmp_path / 'cat.jpg'}: JPEG cannot store the alpha channel; use .png, .webp or .tif"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]
+
+
+def test_cli_refuses_an_unwritable_folder_before_the_network_runs(
+    tmp_path: Path, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_network(monkeypatch)
+    write_image(tmp_path / "a.png", rgb_photo)
+    (tmp_path / "file").write_text("not a folder\n")
+    target = tmp_path / "file" / "out" / "a.png"
+    status, err = _cli([str(tmp_path / "a.png"), "-o", str(target), *SHIPPED], capsys)
+    assert status == 1
+    assert err == [f"sisr: error: {target}: cannot write: {tmp_path / 'file'} is not a folder"]
+    if os.geteuid() != 0:  # root writes into read-only folders: only the case above applies to it
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        try:
+            status, err = _cli([str(tmp_path / "a.png"), "-o", str(folder / "a.png"), *SHIPPED], capsys)
+        finally:
+            folder.chmod(0o755)
+        assert status == 1 and len(err) == 1 and "cannot write into" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["a.png", "file"], ["a.png", "file", "ro"])

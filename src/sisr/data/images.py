@@ -583,9 +583,7 @@ def _as_hwc(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or 0 in pixels.shape:
-        raise ValueError(
-            f"pixels must be (H, W) or (H, W, C) with C in 1, 2, 3, 4, got shape {pixels.shape}"
-        )
+        raise ValueError(f"pixels must be (H, W) or (H, W, C) with C in 1, 2, 3, 4, got shape {pixels.shape}")
     return pixels
 
 
