@@ -19,7 +19,7 @@ from PIL import ImageOps
 
 from sisr.atomic import TEMPORARY_PATTERN, atomic_write
 from sisr.data import images as imageio
-from sisr.data.images import format_for_path, read_image, write_image
+from sisr.data.images import decode_image, format_for_path, read_image, write_image
 from sisr.errors import SisrError
 
 # ----------------------------------------------------------------------------------------------------
@@ -730,3 +730,94 @@ def test_sigkill_leaves_a_temporary_file_that_the_next_write_removes(tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == [tmp.name]  # what SIGKILL leaves
     atomic_write(tmp_path / "net_g_10.pth", lambda t: Path(t).write_bytes(b"whole"))
     assert [p.name for p in tmp_path.iterdir()] == ["net_g_10.pth"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fuzzing the reader
+
+
+def _fuzz_seeds() -> dict[str, bytes]:
+    """Small real files of every kind the reader takes, from scikit-image's photographs."""
+    from PIL import ImageCms
+    from skimage import data
+
+    rgb = np.ascontiguousarray(data.astronaut()[100:116, 180:200])
+    gray = np.ascontiguousarray(data.camera()[90:106, 200:220])
+    rgb16 = rgb.astype(np.uint16) * 257 + 3
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Example Camera"
+    seeds = {}
+
+    def pillow(key: str, im: PILImage.Image, format: str, **options: object) -> None:
+        buf = io.BytesIO()
+        im.save(buf, format=format, **options)
+        seeds[key] = buf.getvalue()
+
+    pillow("png", PILImage.fromarray(rgb), "PNG", icc_profile=profile, exif=exif)
+    pillow("png-la", PILImage.fromarray(np.dstack([gray, gray[::-1]]), mode="LA"), "PNG")
+    pillow("png-palette", PILImage.fromarray(rgb).quantize(colors=8), "PNG", transparency=2)
+    pillow("png-interlaced", PILImage.fromarray(gray), "PNG", interlace=1)
+    pillow("jpeg", PILImage.fromarray(rgb), "JPEG", quality=90, exif=exif, icc_profile=profile)
+    pillow("jpeg-progressive", PILImage.fromarray(gray), "JPEG", progressive=True)
+    pillow("webp", PILImage.fromarray(rgb), "WEBP", lossless=True, exif=exif)
+    pillow("webp-lossy", PILImage.fromarray(np.dstack([rgb, gray])), "WEBP", quality=80)
+    pillow("bmp", PILImage.fromarray(rgb), "BMP")
+    pillow("tiff", PILImage.fromarray(rgb), "TIFF", compression="tiff_lzw")
+    pillow("tiff-raw16", PILImage.fromarray(rgb16[:, :, 0]), "TIFF")
+    buf = io.BytesIO()
+    imageio._write_png16(
+        buf, rgb16, imageio._Metadata(icc_profile=profile, exif=b"Exif\x00\x00" + exif.tobytes())
+    )
+    seeds["png16"] = buf.getvalue()
+    return seeds
+
+
+def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    out = bytearray(data)
+    kind = rng.integers(5)
+    if kind == 0:  # bit flips
+        for at in rng.integers(0, len(out), rng.integers(1, 9)):
+            out[at] ^= 1 << int(rng.integers(8))
+    elif kind == 1:  # truncation
+        del out[rng.integers(1, len(out)) :]
+    elif kind == 2:  # inserted bytes
+        at = int(rng.integers(len(out)))
+        out[at:at] = rng.integers(0, 256, rng.integers(1, 64)).astype(np.uint8).tobytes()
+    elif kind == 3:  # deleted bytes
+        at = int(rng.integers(len(out)))
+        del out[at : at + int(rng.integers(1, 64))]
+    else:  # a header field (sizes, depths, offsets, counts) set to an extreme or random value
+        at = int(rng.integers(0, min(len(out) - 4, 64)))
+        value = [b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x01\x00"]
+        out[at : at + 4] = value[rng.integers(4)] if rng.random() < 0.7 else rng.bytes(4)
+    return bytes(out)
+
+
+def test_fuzzed_files_fail_with_one_line_or_decode(capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(13)
+    seeds = _fuzz_seeds()
+    outcomes = {"decoded": 0, "refused": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escaped the reader would fail the case
+        for key, seed in seeds.items():
+            assert decode_image(seed, key).pixels.size  # every seed is a good file
+            for case in range(30):
+                name = f"{key}-{case}"
+                mutated = _mutate(seed, rng)
+                try:
+                    image = decode_image(mutated, name, max_pixels=1_000_000)
+                except SisrError as e:
+                    message = str(e)
+                    assert "\n" not in message and message.startswith(f"{name}: "), (name, message)
+                    outcomes["refused"] += 1
+                else:
+                    pixels = image.pixels
+                    assert pixels.ndim == 3 and pixels.shape[2] in (1, 2, 3, 4), name
+                    assert pixels.dtype in (np.uint8, np.uint16), name
+                    outcomes["decoded"] += 1
+    for line in capsys.readouterr().err.splitlines():
+        assert line.startswith("sisr: warning: "), line
+    assert sum(outcomes.values()) == 30 * len(seeds)
+    assert min(outcomes.values()) > 30  # both outcomes are exercised

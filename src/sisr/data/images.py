@@ -85,8 +85,19 @@ _SUPPORTED = "a PNG, JPEG, WebP, BMP or TIFF image"
 # preview or depth map, not a frame: its first image is read as always.
 _MULTI_FRAME_FORMATS = {"PNG": "frames", "WEBP": "frames", "TIFF": "pages"}
 
-# Exceptions Pillow, zlib and struct raise on corrupt data.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, zlib.error)
+# Exceptions Pillow, zlib and struct raise on corrupt data (Pillow's TIFF reader raises TypeError and
+# KeyError for a directory that lacks a required tag, found when it seeks to count the pages).
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    zlib.error,
+)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_HEADER = b"Exif\x00\x00"
