@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -19,7 +20,7 @@ from PIL import ImageOps
 
 from sisr.atomic import TEMPORARY_PATTERN, atomic_write
 from sisr.data import images as imageio
-from sisr.data.images import decode_image, format_for_path, read_image, write_image
+from sisr.data.images import Image, decode_image, format_for_path, read_image, write_image
 from sisr.errors import SisrError
 
 # ----------------------------------------------------------------------------------------------------
@@ -242,14 +243,17 @@ def test_missing_empty_directory(tmp_path: Path) -> None:
 
 def test_not_an_image(tmp_path: Path) -> None:
     (tmp_path / "notes.png").write_text("this is not a picture\n")
-    with pytest.raises(SisrError, match=r"notes\.png: not a PNG, JPEG, WebP, BMP or TIFF image"):
+    with pytest.raises(SisrError, match=r"notes\.png: not a PNG, JPEG, WebP, BMP, TIFF or GIF image"):
         read_image(tmp_path / "notes.png")
 
 
 def test_formats_outside_the_list_are_refused(tmp_path: Path, rgb_photo: np.ndarray) -> None:
-    PILImage.fromarray(rgb_photo).save(tmp_path / "a.gif")
-    with pytest.raises(SisrError, match="not a PNG, JPEG"):
-        read_image(tmp_path / "a.gif")
+    PILImage.fromarray(rgb_photo).save(tmp_path / "a.pcx")
+    with pytest.raises(SisrError, match=r"a\.pcx: not a PNG, JPEG"):
+        read_image(tmp_path / "a.pcx")
+    PILImage.fromarray(rgb_photo).save(tmp_path / "a.ico")
+    with pytest.raises(SisrError, match=r"a\.ico: is a Windows icon \(ICO\) file, not a PNG, JPEG"):
+        read_image(tmp_path / "a.ico")
 
 
 @pytest.mark.parametrize("kind", ["png", "jpeg", "png16"])
@@ -325,8 +329,8 @@ def test_unsupported_pixel_types(tmp_path: Path) -> None:
 def test_write_errors_leave_nothing(tmp_path: Path, rgba_photo: np.ndarray, rgb_photo: np.ndarray) -> None:
     with pytest.raises(SisrError, match=r"out\.jpg: JPEG cannot store the alpha channel"):
         write_image(tmp_path / "out.jpg", rgba_photo)
-    with pytest.raises(SisrError, match=r"out\.gif: cannot choose an image format for extension '\.gif'"):
-        write_image(tmp_path / "out.gif", rgb_photo)
+    with pytest.raises(SisrError, match=r"out\.pcx: cannot choose an image format for extension '\.pcx'"):
+        write_image(tmp_path / "out.pcx", rgb_photo)
     with pytest.raises(SisrError, match="no extension"):
         write_image(tmp_path / "out", rgb_photo)
     with pytest.raises(SisrError, match=r"out\.png: cannot write"):
@@ -418,26 +422,129 @@ def test_gray_with_alpha_to_a_format_without_alpha(tmp_path: Path, ext: str, gra
 # Frames
 
 
-def _frames_file(path: Path, rgb_photo: np.ndarray, count: int) -> None:
-    frames = [PILImage.fromarray(np.roll(rgb_photo, 5 * k, axis=1)) for k in range(count)]
+def _frames_file(path: Path, rgb_photo: np.ndarray, count: int, **options: object) -> list[np.ndarray]:
+    """Writes `count` shifted copies of the photo with Pillow; returns the frames (64 colours, for GIF)."""
+    palette = PILImage.fromarray(rgb_photo).quantize(colors=64).convert("RGB")
+    frames = [np.roll(np.asarray(palette), 5 * k, axis=1) for k in range(count)]
+    first, *later = (PILImage.fromarray(f) for f in frames)
     lossless = {"lossless": True} if path.suffix == ".webp" else {}
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0, **lossless)
+    first.save(path, save_all=True, append_images=later, **lossless, **options)
+    return frames
 
 
-@pytest.mark.parametrize(("ext", "what"), [(".webp", "frames"), (".png", "frames"), (".tiff", "pages")])
-def test_animations_and_pages_are_refused(tmp_path: Path, ext: str, what: str, rgb_photo: np.ndarray) -> None:
-    _frames_file(tmp_path / f"anim{ext}", rgb_photo, 12)
-    with pytest.raises(SisrError, match=rf"^\S*anim\{ext}: has 12 {what}; sisr upscales single-frame images"):
+@pytest.mark.parametrize(
+    ("ext", "what"), [(".webp", "frames"), (".png", "frames"), (".gif", "frames"), (".tiff", "pages")]
+)
+def test_frames_are_refused_unless_all_are_asked_for(
+    tmp_path: Path, ext: str, what: str, rgb_photo: np.ndarray
+) -> None:
+    frames = _frames_file(tmp_path / f"anim{ext}", rgb_photo, 12, duration=80, loop=0)
+    with pytest.raises(SisrError, match=rf"^\S*anim\{ext}: has 12 {what}; only sisr upscale reads them all"):
         read_image(tmp_path / f"anim{ext}")
-    _frames_file(tmp_path / f"one{ext}", rgb_photo, 1)  # a one-frame file of the same kind still reads
-    np.testing.assert_array_equal(read_image(tmp_path / f"one{ext}").pixels, rgb_photo)
+    assert len(read_image(tmp_path / f"anim{ext}", all_frames=True).frames) == 12
+    _frames_file(tmp_path / f"one{ext}", rgb_photo, 1)  # a one-frame file of the same kind reads as ever
+    image = read_image(tmp_path / f"one{ext}")
+    assert image.frames == (image.pixels,) and image.durations is None and image.loop is None
+    np.testing.assert_array_equal(image.pixels, frames[0])
 
 
-@pytest.mark.parametrize("count", [1, 3])
-def test_gif_is_named_for_what_it_is(tmp_path: Path, count: int, rgb_photo: np.ndarray) -> None:
-    _frames_file(tmp_path / "a.gif", rgb_photo, count)
-    with pytest.raises(SisrError, match=r"a\.gif: is a GIF image, not a PNG, JPEG, WebP, BMP or TIFF image"):
-        read_image(tmp_path / "a.gif")
+@pytest.mark.parametrize("source", [".webp", ".png", ".gif", ".tiff"])
+@pytest.mark.parametrize("target", [".webp", ".png", ".gif", ".tiff"])
+def test_every_frame_with_its_duration_and_the_loop_count_survives(
+    tmp_path: Path, source: str, target: str, rgb_photo: np.ndarray
+) -> None:
+    frames = _frames_file(tmp_path / f"in{source}", rgb_photo, 3, duration=[80, 120, 200], loop=3)
+    image = read_image(tmp_path / f"in{source}", all_frames=True)
+    assert len(image.frames) == 3
+    for got, made in zip(image.frames, frames, strict=True):
+        np.testing.assert_array_equal(got, made)
+    if source != ".tiff":  # TIFF pages have no timing
+        assert (image.durations, image.loop) == ((80, 120, 200), 3)
+    write_image(tmp_path / f"out{target}", image)
+    again = read_image(tmp_path / f"out{target}", all_frames=True)
+    assert len(again.frames) == 3
+    for got, made in zip(again.frames, frames, strict=True):
+        np.testing.assert_array_equal(got, made)
+    if source != ".tiff" and target != ".tiff":
+        assert (again.durations, again.loop) == ((80, 120, 200), 3)
+    with PILImage.open(tmp_path / f"out{target}") as im:  # an independent reader sees the frames
+        assert im.n_frames == 3
+
+
+def test_animation_with_alpha_and_16bit_pages(
+    tmp_path: Path, rgba_photo: np.ndarray, rgb16_photo: np.ndarray
+) -> None:
+    frames = [np.roll(rgba_photo, 4 * k, axis=0) for k in range(3)]
+    image = Image(
+        pixels=frames[0], format="WEBP", later_frames=tuple(frames[1:]), durations=(50, 50, 50), loop=0
+    )
+    write_image(tmp_path / "a.webp", image)
+    again = read_image(tmp_path / "a.webp", all_frames=True)
+    for got, made in zip(again.frames, frames, strict=True):
+        np.testing.assert_array_equal(got[:, :, 3], made[:, :, 3])
+        seen = made[:, :, 3] > 0  # the WebP animation encoder zeroes the colour of transparent pixels
+        np.testing.assert_array_equal(got[seen], made[seen])
+    # 16-bit gray pages stay 16-bit in TIFF; APNG frames are 8-bit.
+    pages = [rgb16_photo[:, :, k] for k in range(3)]
+    write_image(tmp_path / "p.tif", Image(pixels=pages[0], format="TIFF", later_frames=tuple(pages[1:])))
+    again = read_image(tmp_path / "p.tif", all_frames=True)
+    assert again.bit_depth == 16
+    for got, made in zip(again.frames, pages, strict=True):
+        np.testing.assert_array_equal(got[:, :, 0], made)
+    write_image(tmp_path / "p.png", Image(pixels=pages[0], format="TIFF", later_frames=tuple(pages[1:])))
+    again = read_image(tmp_path / "p.png", all_frames=True)
+    assert again.bit_depth == 8 and len(again.frames) == 3
+    np.testing.assert_array_equal(again.frames[2][:, :, 0], np.round(pages[2] / 257).astype(np.uint8))
+
+
+def test_pages_of_mixed_layout_and_of_different_sizes(
+    tmp_path: Path, rgb_photo: np.ndarray, gray_photo: np.ndarray
+) -> None:
+    gray, colour = PILImage.fromarray(gray_photo), PILImage.fromarray(rgb_photo)
+    gray.save(tmp_path / "mixed.tif", save_all=True, append_images=[colour])
+    image = read_image(tmp_path / "mixed.tif", all_frames=True)
+    assert image.mode == "RGB"  # the gray page is brought to the layout of the colour one
+    np.testing.assert_array_equal(image.pixels, np.dstack([gray_photo] * 3))
+    np.testing.assert_array_equal(image.later_frames[0], rgb_photo)
+    colour.save(tmp_path / "sizes.tif", save_all=True, append_images=[colour.crop((0, 0, 20, 10))])
+    with pytest.raises(SisrError, match=r"sizes\.tif: its pages differ in size \(48x40 and 20x10\)"):
+        read_image(tmp_path / "sizes.tif", all_frames=True)
+
+
+def test_frames_count_towards_the_pixel_limit(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    _frames_file(tmp_path / "a.gif", rgb_photo, 3)
+    with pytest.raises(
+        SisrError, match=r"a\.gif: 3 frames of 48x40 = 5760 pixels, more than the limit of 5000"
+    ):
+        read_image(tmp_path / "a.gif", all_frames=True, max_pixels=5000)
+
+
+def test_single_frame_gif(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    pal = PILImage.fromarray(rgb_photo).quantize(colors=32)
+    pal.save(tmp_path / "still.gif", transparency=5)
+    image = read_image(tmp_path / "still.gif")
+    assert (image.format, image.mode) == ("GIF", "RGBA")
+    np.testing.assert_array_equal(image.pixels[:, :, 3], np.where(np.asarray(pal) == 5, 0, 255))
+    np.testing.assert_array_equal(image.pixels[:, :, :3], np.asarray(pal.convert("RGB")))
+    write_image(tmp_path / "out.gif", image)
+    again = read_image(tmp_path / "out.gif")
+    np.testing.assert_array_equal(again.pixels[:, :, 3], image.pixels[:, :, 3])
+    opaque = image.pixels[:, :, 3] == 255
+    error = np.abs(again.pixels[opaque].astype(int) - image.pixels[opaque])
+    assert error.max() <= 16  # Pillow quantises RGBA for GIF afresh
+
+
+def test_frames_to_a_format_of_one_frame(tmp_path: Path, rgb_photo: np.ndarray) -> None:
+    with pytest.raises(
+        SisrError, match=r"out\.jpg: JPEG cannot store 3 frames; use \.webp, \.png, \.gif or \.tif"
+    ):
+        imageio.check_writable(tmp_path / "out.jpg", channels=3, frames=3)
+    image = Image(pixels=rgb_photo, format="GIF", later_frames=(rgb_photo,))
+    with pytest.raises(SisrError, match=r"out\.bmp: BMP cannot store 2 frames"):
+        write_image(tmp_path / "out.bmp", image)
+    with pytest.raises(ValueError, match="all frames"):
+        write_image(tmp_path / "out.png", dataclasses.replace(image, later_frames=(rgb_photo[1:],)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_mpo_reads_its_main_image(tmp_path: Path, rgb_photo: np.ndarray) -> None:
@@ -487,14 +594,14 @@ def test_icc_profile_is_kept(
     profile = _srgb_profile()
     src = tmp_path / f"in{source.replace('png16', '.png')}"
     if source == "png16":
-        write_image(src, rgb16_photo, icc_profile=profile)
+        write_image(src, Image(pixels=rgb16_photo, format="PNG", icc_profile=profile))
     else:
         PILImage.fromarray(rgb_photo).save(src, icc_profile=profile)
     image = read_image(src)
     assert image.icc_profile == profile
     out = tmp_path / f"out{target.replace('png16', '.png')}"
     pixels = image.pixels if target != "png16" else image.pixels.astype(np.uint16) * 257
-    write_image(out, pixels, icc_profile=image.icc_profile, exif=image.exif)
+    write_image(out, dataclasses.replace(image, pixels=pixels))
     assert read_image(out).icc_profile == profile
     with PILImage.open(out) as im:  # an independent reader finds it too
         assert im.info.get("icc_profile") == profile
@@ -508,10 +615,10 @@ def test_icc_profile_of_another_colour_space_is_not_kept(tmp_path: Path, rgb_pho
     PILImage.fromarray(rgb_photo[:, :, 0]).save(tmp_path / "g.png", icc_profile=_gray_profile())
     image = read_image(tmp_path / "g.png")
     assert image.icc_profile == _gray_profile()
-    write_image(tmp_path / "g.webp", image.pixels, icc_profile=image.icc_profile)  # WebP stores RGB
+    write_image(tmp_path / "g.webp", image)  # WebP stores RGB
     with PILImage.open(tmp_path / "g.webp") as im:
         assert "icc_profile" not in im.info
-    write_image(tmp_path / "g.tif", image.pixels, icc_profile=image.icc_profile)
+    write_image(tmp_path / "g.tif", image)
     assert read_image(tmp_path / "g.tif").icc_profile == _gray_profile()
 
 
@@ -529,7 +636,7 @@ def test_exif_is_kept_with_orientation_reset(
     assert image.exif is not None and image.exif.startswith(b"Exif\x00\x00")
     out = tmp_path / f"out{target.replace('png16', '.png')}"
     pixels = image.pixels if target != "png16" else image.pixels.astype(np.uint16) * 257
-    write_image(out, pixels, exif=image.exif)
+    write_image(out, dataclasses.replace(image, pixels=pixels))
     tags = _exif_of(out)
     assert tags[0x0112] == 1 and tags[0x010F] == "Example Camera" and tags[0x0131] == "sisr test"
     again = read_image(out)  # read again, the upright pixels stay upright
@@ -605,7 +712,7 @@ def test_tiff_pillow_cannot_open_says_why(
 def test_other_formats_are_named(tmp_path: Path) -> None:
     (tmp_path / "photo.png").write_bytes(b"\x00\x00\x00\x1cftypheic" + bytes(40))
     with pytest.raises(
-        SisrError, match=r"photo\.png: is a HEIC file, not a PNG, JPEG, WebP, BMP or TIFF image"
+        SisrError, match=r"photo\.png: is a HEIC file, not a PNG, JPEG, WebP, BMP, TIFF or GIF image"
     ):
         read_image(tmp_path / "photo.png")
     (tmp_path / "scan.tif").write_bytes(b"%PDF-1.4\n" + bytes(40))
@@ -628,8 +735,8 @@ def test_check_writable_refusals(tmp_path: Path) -> None:
         imageio.check_writable(tmp_path / "out.jpg", channels=4)
     with pytest.raises(SisrError, match=r"out\.bmp: BMP cannot store the alpha channel"):
         imageio.check_writable(tmp_path / "out.bmp", channels=2)
-    with pytest.raises(SisrError, match=r"out\.gif: cannot choose an image format"):
-        imageio.check_writable(tmp_path / "out.gif", channels=3)
+    with pytest.raises(SisrError, match=r"out\.pcx: cannot choose an image format"):
+        imageio.check_writable(tmp_path / "out.pcx", channels=3)
     (tmp_path / "dir.png").mkdir()
     with pytest.raises(SisrError, match=r"dir\.png: cannot write: is a directory"):
         imageio.check_writable(tmp_path / "dir.png", channels=3)

@@ -152,7 +152,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
         raise SisrError(f"--overlap ({overlap}) must be smaller than --tile ({args.tile})")
     # Imported here so that `sisr --help` does not pay for importing torch.
     from sisr.checkpoint import choose_model, load_model
-    from sisr.inference import upscale
+    from sisr.inference import upscale_image
     from sisr.models import scale_of
 
     sources = _collect_sources(args.inputs)  # missing inputs fail before the model is loaded
@@ -174,10 +174,11 @@ def _run_upscale(args: argparse.Namespace) -> int:
     for source, target in jobs:
         progress.show(source.name)
         try:
-            image = read_image(source, max_pixels=args.max_pixels)
-            check_writable(target, channels=image.pixels.shape[2])  # before the network's long run
+            image = read_image(source, max_pixels=args.max_pixels, all_frames=True)
+            # Before the network's long run:
+            check_writable(target, channels=image.pixels.shape[2], frames=len(image.frames))
             try:
-                result = upscale(model, image.pixels, tile=args.tile, overlap=overlap)
+                result = upscale_image(model, image, tile=args.tile, overlap=overlap)
             except MemoryError:
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             except RuntimeError as e:  # allocation failures of torch
@@ -185,7 +186,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
                     raise
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             _make_folder(target.parent)
-            write_image(target, result, icc_profile=image.icc_profile, exif=image.exif)
+            write_image(target, result)
             progress.clear()
             print(f"{source} -> {target} (x{scale}, {name})", flush=True)
         except SisrError as e:

@@ -12,14 +12,37 @@ untiled inference.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sisr.data.images import Image
 from sisr.errors import SisrError
 
-__all__ = ["tile_starts", "upscale", "upscale_tensor"]
+__all__ = ["tile_starts", "upscale", "upscale_image", "upscale_tensor"]
+
+
+def upscale_image(model: nn.Module, image: Image, *, tile: int | None = None, overlap: int = 16) -> Image:
+    """Super-resolves every frame of an :class:`~sisr.data.images.Image` with :func:`upscale`.
+
+    The result keeps what the image carries besides its pixels: the frames' order and durations, the
+    loop count, the ICC profile and the EXIF block, so that :func:`sisr.data.images.write_image` writes
+    them out again.
+
+    Args:
+        model: As for :func:`upscale`.
+        image: A decoded image, e.g. from :func:`sisr.data.images.read_image` with ``all_frames=True``.
+        tile: As for :func:`upscale`.
+        overlap: As for :func:`upscale`.
+
+    Returns:
+        The upscaled image; its `format` is the input's.
+    """
+    first, *later = (upscale(model, pixels, tile=tile, overlap=overlap) for pixels in image.frames)
+    return dataclasses.replace(image, pixels=first, later_frames=tuple(later))
 
 
 def upscale(model: nn.Module, image: np.ndarray, *, tile: int | None = None, overlap: int = 16) -> np.ndarray:

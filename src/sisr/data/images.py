@@ -5,7 +5,12 @@ Pixels are always ``(H, W, C)`` arrays, C being 1 (gray), 2 (gray + alpha), 3 (R
 fail here rather than later) and refuses images above a pixel budget before decoding them. Every problem
 with a file becomes a one-line :class:`~sisr.errors.SisrError` that names the file; Pillow's warnings
 about a file it could still decode (corrupt EXIF, say) become one ``sisr: warning: FILE: ...`` line on
-stderr. Animated and multi-page files are refused: a super-resolution network upscales one picture.
+stderr.
+
+Animated (GIF, WebP, APNG) and multi-page (TIFF) files are refused unless the caller asks for every
+frame (``all_frames=True``), which ``sisr upscale`` does: each frame comes back whole (Pillow composes
+partial frames onto the ones before), all in one colour layout, with their durations and loop count, and
+:func:`write_image` writes them all again, in order.
 
 An ICC profile (when it describes the decoded pixels' colour space) and the EXIF block come along with
 the pixels, the EXIF orientation reset to 1 once it has been applied, so that :func:`write_image` can
@@ -24,8 +29,13 @@ Formats follow the file extension when writing:
 ``.webp``               lossless (super-resolved detail is not thrown away again); gray becomes RGB,
                         gray + alpha RGBA; ICC and EXIF.
 ``.bmp``                8 bits; no alpha; no ICC profile or EXIF.
-``.tif``, ``.tiff``     LZW-compressed; 8 bits, or 16 bits for gray; ICC profile.
+``.tif``, ``.tiff``     LZW-compressed; 8 bits, or 16 bits for gray; ICC profile; pages.
+``.gif``                at most 256 colours per frame (Pillow's quantiser), and only fully transparent
+                        or opaque pixels; gray + alpha becomes RGBA; frames.
 ======================  =========================================================================
+
+Animations are written as APNG (``.png``), animated WebP or GIF, with their durations and loop count, or
+as TIFF pages; JPEG and BMP hold one frame. Frames are always 8 bits, except 16-bit gray TIFF pages.
 
 16-bit pixels written to a format (or, for colour, to TIFF) that holds only 8 bits are rounded to 8.
 """
@@ -38,7 +48,8 @@ import struct
 import sys
 import warnings
 import zlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
 import numpy as np
@@ -73,17 +84,17 @@ IMAGE_EXTENSIONS: dict[str, str] = {
     ".bmp": "BMP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
+    ".gif": "GIF",
 }
 
 # Decoders that may run on user files (the JPEG one also opens phone cameras' MPO files). Limiting the
-# list also keeps Pillow away from formats that start external programs (EPS runs Ghostscript). GIF is
-# left out: its 256 colours cannot hold a super-resolved result, and it is almost always animated.
-_READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
-_SUPPORTED = "a PNG, JPEG, WebP, BMP or TIFF image"
+# list also keeps Pillow away from formats that start external programs (EPS runs Ghostscript).
+_READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+_SUPPORTED = "a PNG, JPEG, WebP, BMP, TIFF or GIF image"
 
-# Formats whose extra frames are frames of an animation or pages. An MPO's second image is a phone's
-# preview or depth map, not a frame: its first image is read as always.
-_MULTI_FRAME_FORMATS = {"PNG": "frames", "WEBP": "frames", "TIFF": "pages"}
+# Formats whose extra frames are frames of an animation or pages, and so the formats that write them.
+# An MPO's second image is a phone's preview or depth map, not a frame: its first image is read alone.
+_MULTI_FRAME_FORMATS = {"PNG": "frames", "WEBP": "frames", "GIF": "frames", "TIFF": "pages"}
 
 # Exceptions Pillow, zlib and struct raise on corrupt data (Pillow's TIFF reader raises TypeError and
 # KeyError for a directory that lacks a required tag, found when it seeks to count the pages).
@@ -116,12 +127,24 @@ class Image:
             or RGB (C >= 3) pixels; a CMYK file's profile does not survive its conversion to RGB.
         exif: The EXIF block as a JPEG stores it (``b"Exif\\0\\0"`` and a TIFF header), with its
             orientation set to 1 when the orientation was applied to `pixels`; or None.
+        later_frames: The frames after the first (`pixels`) of an animation or the pages after the
+            first, each of the shape and dtype of `pixels`; empty for a single image.
+        durations: How long each frame shows, in whole milliseconds, when the file says; else None.
+        loop: How often an animation repeats (0: forever), when the file says; else None.
     """
 
     pixels: np.ndarray
     format: str
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    later_frames: tuple[np.ndarray, ...] = field(default=())
+    durations: tuple[int, ...] | None = None
+    loop: int | None = None
+
+    @property
+    def frames(self) -> tuple[np.ndarray, ...]:
+        """Every frame (or page) in order, `pixels` first."""
+        return (self.pixels, *self.later_frames)
 
     @property
     def mode(self) -> Literal["gray", "LA", "RGB", "RGBA"]:
@@ -134,8 +157,10 @@ class Image:
         return 16 if self.pixels.dtype == np.uint16 else 8
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
-    """Reads and fully decodes a single-frame PNG, JPEG, WebP, BMP or TIFF file.
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS, all_frames: bool = False
+) -> Image:
+    """Reads and fully decodes a PNG, JPEG, WebP, BMP, TIFF or GIF file.
 
     Palette images become RGB, or RGBA when they have transparency; gray with alpha (or with a
     transparent gray value) stays gray + alpha; 1-bit images become 8-bit gray; CMYK and YCbCr become
@@ -143,14 +168,18 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 
     Args:
         path: The image file.
-        max_pixels: Largest accepted width * height, checked from the header before decoding.
+        max_pixels: Largest accepted width * height (of all frames together), checked from the header
+            before decoding.
+        all_frames: Whether to read every frame of an animation or every page (see :class:`Image`);
+            otherwise a file of several frames or pages is refused, never cut to its first one.
 
     Returns:
         The upright image.
 
     Raises:
-        SisrError: The file is missing, empty, not an image, truncated or corrupt, animated or of several
-            pages, has an unsupported pixel type, or exceeds `max_pixels`.
+        SisrError: The file is missing, empty, not an image, truncated or corrupt, has several frames or
+            pages (unless `all_frames`) or pages of different sizes, has an unsupported pixel type, or
+            exceeds `max_pixels`.
     """
     name = os.fspath(path)
     if not os.path.exists(name):
@@ -162,16 +191,20 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             data = f.read()
     except OSError as e:
         raise SisrError(f"{name}: cannot read: {_one_line(e)}") from None
-    return decode_image(data, name, max_pixels=max_pixels)
+    return decode_image(data, name, max_pixels=max_pixels, all_frames=all_frames)
 
 
-def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+def decode_image(
+    data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, all_frames: bool = False
+) -> Image:
     """Decodes an encoded image held in memory (an LMDB value, say) exactly as :func:`read_image` does.
 
     Args:
-        data: The bytes of a PNG, JPEG, WebP, BMP or TIFF file.
+        data: The bytes of a PNG, JPEG, WebP, BMP, TIFF or GIF file.
         name: What to call the image in error messages.
-        max_pixels: Largest accepted width * height, checked from the header before decoding.
+        max_pixels: Largest accepted width * height (of all frames together), checked from the header
+            before decoding.
+        all_frames: As for :func:`read_image`.
 
     Returns:
         The upright image.
@@ -195,12 +228,19 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
                         f"limit of {max_pixels} (a decompression bomb?)"
                     )
                 file_format = im.format or "unknown"
-                if file_format in _MULTI_FRAME_FORMATS and getattr(im, "n_frames", 1) > 1:
+                count = getattr(im, "n_frames", 1) if file_format in _MULTI_FRAME_FORMATS else 1
+                if count > 1 and not all_frames:
                     raise SisrError(
-                        f"{name}: has {im.n_frames} {_MULTI_FRAME_FORMATS[file_format]}; sisr upscales "
-                        "single-frame images (split it into one file per frame first)"
+                        f"{name}: has {count} {_MULTI_FRAME_FORMATS[file_format]}; only sisr upscale "
+                        "reads them all (split it into one file per frame)"
                     )
-                pixels = _decode(im, data, name)
+                if count * width * height > max_pixels:
+                    raise SisrError(
+                        f"{name}: {count} frames of {width}x{height} = {count * width * height} pixels, "
+                        f"more than the limit of {max_pixels}"
+                    )
+                loop = im.info.get("loop")
+                frames, durations = _decode_frames(im, data, name, count)
                 orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
                 exif = _exif_block(im.info.get("exif"), orientation)
                 icc_profile = im.info.get("icc_profile") or None
@@ -213,13 +253,17 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
     except _DECODE_ERRORS as e:
         raise SisrError(f"{name}: cannot decode image: {_one_line(e)}") from None
     _report_warnings(name, caught)
-    if icc_profile is not None and not _icc_fits(icc_profile, pixels.shape[2]):
+    if icc_profile is not None and not _icc_fits(icc_profile, frames[0].shape[2]):
         icc_profile = None
+    upright = [np.ascontiguousarray(_orient(pixels, orientation)) for pixels in frames]
     return Image(
-        pixels=np.ascontiguousarray(_orient(pixels, orientation)),
+        pixels=upright[0],
         format=file_format,
         icc_profile=icc_profile,
         exif=exif,
+        later_frames=tuple(upright[1:]),
+        durations=durations,
+        loop=loop if count > 1 and isinstance(loop, int) else None,
     )
 
 
@@ -247,18 +291,21 @@ def format_for_path(path: str | os.PathLike[str], format: str | None = None) -> 
     return IMAGE_EXTENSIONS[ext]
 
 
-def check_writable(path: str | os.PathLike[str], *, channels: int, format: str | None = None) -> str:
+def check_writable(
+    path: str | os.PathLike[str], *, channels: int, frames: int = 1, format: str | None = None
+) -> str:
     """Checks, before any work is done, that :func:`write_image` can write `channels` channels to `path`.
 
-    The format must be known and hold the pixels (no alpha in JPEG or BMP), and `path` must not be a
-    folder. Its folder must exist and take a new file, or be creatable under the nearest folder that
-    exists: a temporary file (named as :func:`sisr.atomic.atomic_write` names its own) is created there
-    and removed again, which also catches read-only file systems and permissions that ``os.access``
-    misjudges (everything looks writable to root). Nothing is left behind.
+    The format must be known and hold the pixels (no alpha, and one frame, in JPEG or BMP), and `path`
+    must not be a folder. Its folder must exist and take a new file, or be creatable under the nearest
+    folder that exists: a temporary file (named as :func:`sisr.atomic.atomic_write` names its own) is
+    created there and removed again, which also catches read-only file systems and permissions that
+    ``os.access`` misjudges (everything looks writable to root). Nothing is left behind.
 
     Args:
         path: The output file.
         channels: Channels of the pixels to be written: 1, 2, 3 or 4.
+        frames: How many frames or pages will be written.
         format: Overrides the format chosen from the extension (see :func:`format_for_path`).
 
     Returns:
@@ -269,7 +316,7 @@ def check_writable(path: str | os.PathLike[str], *, channels: int, format: str |
     """
     name = os.fspath(path)
     file_format = format_for_path(name, format)
-    _check_channels(name, file_format, channels)
+    _check_channels(name, file_format, channels, frames)
     if os.path.isdir(name):
         raise SisrError(f"{name}: cannot write: is a directory")
     folder = os.path.dirname(os.path.abspath(name))
@@ -287,12 +334,7 @@ def check_writable(path: str | os.PathLike[str], *, channels: int, format: str |
 
 
 def write_image(
-    path: str | os.PathLike[str],
-    pixels: np.ndarray,
-    *,
-    format: str | None = None,
-    icc_profile: bytes | None = None,
-    exif: bytes | None = None,
+    path: str | os.PathLike[str], image: np.ndarray | Image, *, format: str | None = None
 ) -> None:
     """Writes an image atomically: a partly written file never appears under `path`.
 
@@ -301,38 +343,47 @@ def write_image(
 
     Args:
         path: Output file. Its directory must exist.
-        pixels: ``(H, W)`` or ``(H, W, C)`` array with C in (1, 2, 3, 4), dtype uint8 or uint16.
+        image: Pixels, an ``(H, W)`` or ``(H, W, C)`` array with C in (1, 2, 3, 4), dtype uint8 or uint16;
+            or an :class:`Image`, whose frames, durations, loop count, ICC profile and EXIF are written
+            too where the format holds them (see the module's table). An ICC profile is left out where
+            it does not describe the written pixels (a gray profile in a WebP, which stores gray as RGB).
         format: Overrides the format chosen from the extension (see :func:`format_for_path`).
-        icc_profile: ICC profile to embed (PNG, JPEG, WebP, TIFF), e.g. :attr:`Image.icc_profile`. It is
-            left out where it does not describe the written pixels (a gray profile in a WebP, which
-            stores gray as RGB).
-        exif: EXIF block to embed (PNG, JPEG, WebP), e.g. :attr:`Image.exif`, with or without the
-            leading ``b"Exif\\0\\0"``.
 
     Raises:
-        SisrError: Unknown format, alpha for a format without it, or the file cannot be written.
-        TypeError: `pixels` has an unsupported dtype.
-        ValueError: `pixels` has an unsupported shape.
+        SisrError: Unknown format, alpha or several frames for a format without them, or the file cannot
+            be written.
+        TypeError: The pixels have an unsupported dtype.
+        ValueError: The pixels have an unsupported shape, or frames differ in shape or dtype.
     """
     name = os.fspath(path)
     file_format = format_for_path(name, format)
-    pixels = _as_hwc(pixels)
-    channels = pixels.shape[2]
-    _check_channels(name, file_format, channels)
-    if pixels.dtype == np.uint16 and not (file_format == "PNG" or (file_format == "TIFF" and channels == 1)):
-        pixels = _to_8bit(pixels)
-    stored_channels = max(channels, 3) if file_format == "WEBP" else channels  # WebP has no gray
+    if not isinstance(image, Image):
+        image = Image(pixels=np.asarray(image), format=file_format)
+    frames = [_as_hwc(pixels) for pixels in image.frames]
+    if any(f.shape != frames[0].shape or f.dtype != frames[0].dtype for f in frames):
+        raise ValueError("all frames must have the shape and dtype of the first")
+    channels = frames[0].shape[2]
+    _check_channels(name, file_format, channels, len(frames))
+    keeps_16 = (file_format == "PNG" and len(frames) == 1) or (file_format == "TIFF" and channels == 1)
+    if frames[0].dtype == np.uint16 and not keeps_16:
+        frames = [_to_8bit(pixels) for pixels in frames]
+    stored_channels = channels if file_format not in ("WEBP", "GIF") else max(channels, 3)  # no gray
+    exif = image.exif
     metadata = _Metadata(
-        icc_profile=icc_profile if icc_profile and _icc_fits(icc_profile, stored_channels) else None,
+        icc_profile=image.icc_profile
+        if image.icc_profile and _icc_fits(image.icc_profile, stored_channels)
+        else None,
         exif=(exif if exif.startswith(_EXIF_HEADER) else _EXIF_HEADER + exif) if exif else None,
+        durations=image.durations if len(frames) > 1 else None,
+        loop=image.loop if len(frames) > 1 else None,
     )
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            if pixels.dtype == np.uint16 and file_format == "PNG":
-                _write_png16(f, pixels, metadata)
+        with open(tmp, "w+b") as f:  # Pillow reads back what it wrote of TIFF pages
+            if frames[0].dtype == np.uint16 and file_format == "PNG":
+                _write_png16(f, frames[0], metadata)
             else:
-                _save_with_pillow(f, pixels, file_format, metadata)
+                _save_with_pillow(f, frames, file_format, metadata)
 
     try:
         atomic_write(name, write)
@@ -344,20 +395,75 @@ def write_image(
 class _Metadata:
     icc_profile: bytes | None
     exif: bytes | None  # starting with _EXIF_HEADER
+    durations: tuple[int, ...] | None = None
+    loop: int | None = None
 
 
-def _check_channels(name: str, file_format: str, channels: int) -> None:
+def _check_channels(name: str, file_format: str, channels: int, frames: int) -> None:
     if channels in (2, 4) and file_format in ("JPEG", "BMP"):
         raise SisrError(f"{name}: {file_format} cannot store the alpha channel; use .png, .webp or .tif")
+    if frames > 1 and file_format not in _MULTI_FRAME_FORMATS:
+        raise SisrError(f"{name}: {file_format} cannot store {frames} frames; use .webp, .png, .gif or .tif")
 
 
 # ----------------------------------------------------------------------------------------------------
 # Reading
 
 
-def _decode(im: PILImage.Image, data: bytes, name: str) -> np.ndarray:
-    """Fully decodes an opened Pillow image (of the file ``data``) into an (H, W, C) uint8/uint16 array."""
-    if im.format == "PNG":
+def _decode_frames(
+    im: PILImage.Image, data: bytes, name: str, count: int
+) -> tuple[list[np.ndarray], tuple[int, ...] | None]:
+    """Decodes the first `count` frames of an opened Pillow image, in one colour layout and bit depth.
+
+    Returns the frames and, for several, their durations in milliseconds if every frame has one.
+    """
+    frames, durations = [], []
+    for index in range(count):
+        if index:
+            im.seek(index)
+        pixels = _decode(im, data, name, whole_file=count == 1)
+        if frames and pixels.shape[:2] != frames[0].shape[:2]:
+            sizes = " and ".join(f"{f.shape[1]}x{f.shape[0]}" for f in (frames[0], pixels))
+            raise SisrError(f"{name}: its pages differ in size ({sizes}); sisr reads pages of one size")
+        frames.append(pixels)
+        durations.append(im.info.get("duration"))
+    if count == 1:
+        return frames, None
+    frames = _common_layout(frames)
+    if im.format == "WEBP" and frames[0].shape[2] == 4 and all((f[:, :, 3] == 255).all() for f in frames):
+        # Pillow decodes every WebP animation as RGBA, whether or not its frames have alpha.
+        frames = [f[:, :, :3] for f in frames]
+    known = all(isinstance(d, (int, float)) and np.isfinite(d) and d >= 0 for d in durations)
+    return frames, tuple(round(d) for d in durations) if known else None
+
+
+def _common_layout(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Brings frames to one layout: colour if any is, alpha (opaque where absent) if any has, 16 bits
+    if any has."""
+    colour = any(f.shape[2] >= 3 for f in frames)
+    alpha = any(f.shape[2] in (2, 4) for f in frames)
+    dtype = np.uint16 if any(f.dtype == np.uint16 for f in frames) else np.uint8
+    out = []
+    for f in frames:
+        if f.dtype != dtype:
+            f = f.astype(dtype) * 257  # 8 to 16 bits: 255 -> 65535
+        has_alpha = f.shape[2] in (2, 4)
+        values = f[:, :, :-1] if has_alpha else f
+        if colour and values.shape[2] == 1:
+            values = np.repeat(values, 3, axis=2)
+        if alpha:
+            opaque = np.full((*f.shape[:2], 1), np.iinfo(dtype).max, dtype)
+            values = np.concatenate([values, f[:, :, -1:] if has_alpha else opaque], axis=2)
+        out.append(values)
+    return out
+
+
+def _decode(im: PILImage.Image, data: bytes, name: str, *, whole_file: bool = True) -> np.ndarray:
+    """Fully decodes an opened Pillow image (of the file ``data``) into an (H, W, C) uint8/uint16 array.
+
+    With `whole_file` (not a frame of an animation), 16-bit colour PNGs are decoded here at 16 bits.
+    """
+    if im.format == "PNG" and whole_file:
         header = data[:33]
         # IHDR is the first chunk: width, height, bit depth, colour type, compression, filter, interlace.
         if header[:8] == _PNG_SIGNATURE and header[12:16] == b"IHDR":
@@ -534,10 +640,8 @@ def _unidentified(data: bytes) -> str:
         return f"not {_SUPPORTED}"
     if kind == "TIFF":
         return f"cannot decode TIFF image: {_tiff_problem(data)}"
-    if kind in ("PNG", "JPEG", "BMP", "WebP"):
+    if kind in ("PNG", "JPEG", "BMP", "WebP", "GIF"):
         return f"cannot decode {kind} image: its header is corrupt or of a variant that cannot be read"
-    if kind == "GIF":
-        return f"is a GIF image, not {_SUPPORTED} (convert it to PNG first; animated GIFs frame by frame)"
     return f"is a {kind} file, not {_SUPPORTED}"
 
 
@@ -603,16 +707,10 @@ def _to_8bit(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def _save_with_pillow(f: BinaryIO, pixels: np.ndarray, file_format: str, metadata: _Metadata) -> None:
-    channels = pixels.shape[2]
-    if pixels.dtype == np.uint16:  # gray only (see write_image)
-        im = PILImage.fromarray(np.ascontiguousarray(pixels[:, :, 0]))  # mode "I;16"
-    elif channels == 2:
-        im = PILImage.fromarray(np.ascontiguousarray(pixels), mode="LA")
-        if file_format == "WEBP":  # WebP has no gray
-            im = im.convert("RGBA")
-    else:
-        im = PILImage.fromarray(np.ascontiguousarray(pixels[:, :, 0] if channels == 1 else pixels))
+def _save_with_pillow(
+    f: BinaryIO, frames: Sequence[np.ndarray], file_format: str, metadata: _Metadata
+) -> None:
+    first, *later = (_pillow_image(pixels, file_format) for pixels in frames)
     options: dict[str, object] = {}
     if file_format == "JPEG":
         options = {"quality": 95, "subsampling": 0}
@@ -624,7 +722,27 @@ def _save_with_pillow(f: BinaryIO, pixels: np.ndarray, file_format: str, metadat
         options["icc_profile"] = metadata.icc_profile
     if metadata.exif is not None and file_format in ("PNG", "JPEG", "WEBP"):
         options["exif"] = metadata.exif
-    im.save(f, format=file_format, **options)
+    if later:
+        options.update(save_all=True, append_images=later)
+        if file_format == "PNG":
+            options["default_image"] = False  # the first frame is part of the animation
+        if file_format != "TIFF" and metadata.durations is not None:
+            options["duration"] = list(metadata.durations)
+        if file_format != "TIFF" and metadata.loop is not None:
+            options["loop"] = metadata.loop
+        if file_format == "GIF":
+            options["disposal"] = 2  # frames are whole: each replaces the one before, transparency too
+    first.save(f, format=file_format, **options)
+
+
+def _pillow_image(pixels: np.ndarray, file_format: str) -> PILImage.Image:
+    channels = pixels.shape[2]
+    if pixels.dtype == np.uint16:  # gray only (see write_image)
+        return PILImage.fromarray(np.ascontiguousarray(pixels[:, :, 0]))  # mode "I;16"
+    if channels == 2:
+        im = PILImage.fromarray(np.ascontiguousarray(pixels), mode="LA")
+        return im.convert("RGBA") if file_format in ("WEBP", "GIF") else im  # they have no gray + alpha
+    return PILImage.fromarray(np.ascontiguousarray(pixels[:, :, 0] if channels == 1 else pixels))
 
 
 def _write_png16(f: BinaryIO, pixels: np.ndarray, metadata: _Metadata) -> None:
