@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from skimage import data
 from torch import Tensor, nn
 
+from sisr.checkpoint import load_model
 from sisr.data.images import read_image, write_image
 from sisr.errors import SisrError
 from sisr.inference import _blend_weights, tile_starts, upscale, upscale_tensor
@@ -305,7 +306,7 @@ def test_cli_keeps_icc_profile_and_exif(
     exif[0x010F] = "Example Camera"
     source = tmp_path / "phone.jpg"
     PILImage.fromarray(rgb_photo[:20, :24]).save(source, icc_profile=profile, exif=exif, quality=95)
-    for out in (tmp_path / "up.jpg", tmp_path / "up.png", tmp_path / "up.webp"):
+    for out in (tmp_path / "up.jpg", tmp_path / "up.png"):
         status, err = _cli([str(source), "-o", str(out), *SHIPPED], capsys)
         assert (status, err) == (0, [])
         image = read_image(out)
@@ -376,3 +377,44 @@ def test_cli_refuses_an_unwritable_folder_before_the_network_runs(
             folder.chmod(0o755)
         assert status == 1 and len(err) == 1 and "cannot write into" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) in (["a.png", "file"], ["a.png", "file", "ro"])
+
+
+@pytest.mark.parametrize("ext", [".webp", ".gif"])
+def test_cli_upscales_every_frame_and_keeps_the_timing(
+    tmp_path: Path, ext: str, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image as PILImage
+
+    frames = [
+        PILImage.fromarray(np.roll(rgb_photo[:20, :24], 6 * k, axis=1)).quantize(64).convert("RGB")
+        for k in range(2)
+    ]
+    lossless = {"lossless": True} if ext == ".webp" else {}
+    source = tmp_path / f"anim{ext}"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=[40, 90], loop=2, **lossless)
+    status, err = _cli([str(source), *SHIPPED], capsys)  # NAME_x2.EXT beside it
+    assert (status, err) == (0, [])
+    result = read_image(tmp_path / f"anim_x2{ext}", all_frames=True)
+    assert len(result.frames) == 2 and result.pixels.shape[:2] == (40, 48)
+    assert (result.durations, result.loop) == ((40, 90), 2)
+    model = load_model("seemore-t-x2")
+    for got, frame in zip(result.frames, frames, strict=True):  # each frame is the upscaled frame
+        expected = upscale(model, np.asarray(frame))
+        tolerance = 40 if ext == ".gif" else 0  # GIF quantises the result to 256 colours
+        assert np.abs(got[:, :, :3].astype(int) - expected).mean() <= tolerance / 4
+        assert np.abs(got[:, :, :3].astype(int) - expected).max() <= max(tolerance, 0)
+
+
+def test_cli_refuses_frames_to_jpeg_before_the_network_runs(
+    tmp_path: Path, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image as PILImage
+
+    _no_network(monkeypatch)
+    frames = [PILImage.fromarray(rgb_photo), PILImage.fromarray(rgb_photo[::-1])]
+    frames[0].save(tmp_path / "a.webp", save_all=True, append_images=frames[1:], lossless=True)
+    status, err = _cli([str(tmp_path / "a.webp"), "-o", str(tmp_path / "a.jpg"), *SHIPPED], capsys)
+    assert status == 1
+    assert err == [
+        f"sisr: error: {tmp_path / 'a.jpg'}: JPEG cannot store 2 frames; use .webp, .png, .gif or .tif"
+    ]
