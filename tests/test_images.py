@@ -471,6 +471,18 @@ def test_every_frame_with_its_duration_and_the_loop_count_survives(
         assert im.n_frames == 3
 
 
+@pytest.mark.parametrize("target", [".webp", ".png"])
+def test_animations_keep_icc_profile_and_exif(tmp_path: Path, target: str, rgb_photo: np.ndarray) -> None:
+    profile = _srgb_profile()
+    _frames_file(tmp_path / "in.png", rgb_photo, 2, icc_profile=profile, exif=_camera_exif(1))
+    image = read_image(tmp_path / "in.png", all_frames=True)
+    assert image.icc_profile == profile and image.exif is not None
+    write_image(tmp_path / f"out{target}", image)
+    again = read_image(tmp_path / f"out{target}", all_frames=True)
+    assert len(again.frames) == 2 and again.icc_profile == profile
+    assert _exif_of(tmp_path / f"out{target}")[0x010F] == "Example Camera"
+
+
 def test_animation_with_alpha_and_16bit_pages(
     tmp_path: Path, rgba_photo: np.ndarray, rgb16_photo: np.ndarray
 ) -> None:

@@ -240,10 +240,12 @@ def decode_image(
                         f"more than the limit of {max_pixels}"
                     )
                 loop = im.info.get("loop")
-                frames, durations = _decode_frames(im, data, name, count)
+                first = _decode(im, data, name, whole_file=count == 1)
+                # The first frame's (the file's) metadata, before seeking to later frames changes it.
                 orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
                 exif = _exif_block(im.info.get("exif"), orientation)
                 icc_profile = im.info.get("icc_profile") or None
+                frames, durations = _decode_frames(im, data, name, first, count)
     except SisrError:
         raise
     except PILImage.DecompressionBombError as e:  # only when max_pixels is above Pillow's own limit
@@ -411,19 +413,18 @@ def _check_channels(name: str, file_format: str, channels: int, frames: int) -> 
 
 
 def _decode_frames(
-    im: PILImage.Image, data: bytes, name: str, count: int
+    im: PILImage.Image, data: bytes, name: str, first: np.ndarray, count: int
 ) -> tuple[list[np.ndarray], tuple[int, ...] | None]:
-    """Decodes the first `count` frames of an opened Pillow image, in one colour layout and bit depth.
+    """Decodes the frames after `first` (decoded already) up to `count`, all in one layout and depth.
 
     Returns the frames and, for several, their durations in milliseconds if every frame has one.
     """
-    frames, durations = [], []
-    for index in range(count):
-        if index:
-            im.seek(index)
-        pixels = _decode(im, data, name, whole_file=count == 1)
-        if frames and pixels.shape[:2] != frames[0].shape[:2]:
-            sizes = " and ".join(f"{f.shape[1]}x{f.shape[0]}" for f in (frames[0], pixels))
+    frames, durations = [first], [im.info.get("duration")]
+    for index in range(1, count):
+        im.seek(index)
+        pixels = _decode(im, data, name, whole_file=False)
+        if pixels.shape[:2] != first.shape[:2]:
+            sizes = " and ".join(f"{f.shape[1]}x{f.shape[0]}" for f in (first, pixels))
             raise SisrError(f"{name}: its pages differ in size ({sizes}); sisr reads pages of one size")
         frames.append(pixels)
         durations.append(im.info.get("duration"))
