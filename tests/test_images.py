@@ -6,6 +6,7 @@ import dataclasses
 import io
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -804,15 +805,17 @@ def test_temporary_files_name_their_process(tmp_path: Path, rgb_photo: np.ndarra
         Path(tmp).write_bytes(b"x")
 
     atomic_write(tmp_path / "net_g_1000.pth", write)
-    assert re.fullmatch(rf"\.net_g_1000\.pth\.sisr-{os.getpid()}-\w+\.tmp", seen[0])
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40]
+    assert re.fullmatch(rf"\.net_g_1000\.pth\.sisr-{host}-{os.getpid()}-\w+\.tmp", seen[0])
     assert TEMPORARY_PATTERN.match(seen[0])
     assert [p.name for p in tmp_path.iterdir()] == ["net_g_1000.pth"]
 
 
 def test_stale_temporary_files_are_removed_by_the_next_write(tmp_path: Path, rgb_photo: np.ndarray) -> None:
-    dead = _dead_pid()
-    stale = [f".net_g_1000.pth.sisr-{dead}-a1b2c3.tmp", f".out.png.sisr-{dead}-zz_9.tmp"]
-    live = [f".net_g_2000.pth.sisr-{os.getppid()}-q.tmp", f".x.png.sisr-{os.getpid()}-q.tmp"]
+    dead, host = _dead_pid(), re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40]
+    stale = [f".net_g_1000.pth.sisr-{host}-{dead}-a1b2c3.tmp", f".out.png.sisr-{host}-{dead}-zz_9.tmp"]
+    live = [f".net_g_2000.pth.sisr-{host}-{os.getppid()}-q.tmp", f".x.png.sisr-{host}-{os.getpid()}-q.tmp"]
+    live.append(f".y.png.sisr-otherhost-{dead}-q.tmp")  # another machine's: not ours to judge
     others = [".net_g_1000.pth.abc.tmp", "notes.sisr-1-x.tmp", "keep.png"]  # not ours: left alone
     for name in stale + live + others:
         (tmp_path / name).write_bytes(b"")

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["TEMPORARY_PATTERN", "atomic_write", "new_temporary", "remove_stale_temporaries"]
 
-# ``.{name}.sisr-{pid}-{random}.tmp``: hidden, and it names the process that writes it, so a later write
-# into the same folder can tell an abandoned file (its writer was killed with SIGKILL) from a live one.
-TEMPORARY_PATTERN = re.compile(r"^\..*\.sisr-(\d+)-[^.]*\.tmp$", re.DOTALL)
+# ``.{name}.sisr-{host}-{pid}-{random}.tmp``: hidden, and it names the process that writes it, so a later
+# write into the same folder can tell an abandoned file (its writer was killed with SIGKILL) from a live
+# one. The host keeps a machine from judging the process ids of another that shares the folder (NFS).
+TEMPORARY_PATTERN = re.compile(r"^\..*\.sisr-([A-Za-z0-9]*)-(\d+)-[^.]*\.tmp$", re.DOTALL)
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40]
 
 
 def new_temporary(path: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None) -> str:
-    """Creates an empty file named ``.{name}.sisr-{pid}-{random}.tmp`` and returns its path.
+    """Creates an empty file named ``.{name}.sisr-{host}-{pid}-{random}.tmp`` and returns its path.
 
     Args:
         path: The final file the temporary one stands in for; only its name is used.
@@ -27,7 +30,7 @@ def new_temporary(path: str | os.PathLike[str], *, folder: str | os.PathLike[str
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.sisr-{os.getpid()}-",
+        prefix=f".{path.name}.sisr-{_HOST}-{os.getpid()}-",
         suffix=".tmp",
         dir=path.parent if folder is None else folder,
     )
@@ -43,7 +46,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     """Calls ``write(tmp_path)``, then renames the finished file to ``path``.
 
     The temporary file sits beside ``path`` (same file system, so the rename is atomic) under the hidden
-    name ``.{name}.sisr-{pid}-{random}.tmp``; it is flushed to disk before the rename, gets the usual
+    name ``.{name}.sisr-{host}-{pid}-{random}.tmp``; it is flushed to disk before the rename, gets the usual
     permissions (mkstemp makes it 0600), and is removed on any failure or interruption (a SIGTERM that
     the caller turns into an exception included), so no partial file ever appears. A process killed
     outright (SIGKILL, power loss) cannot remove its file: the first call of a process that writes into
@@ -76,6 +79,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Removes the temporary files of :func:`atomic_write` in `folder` whose writing process is gone.
 
+    Only files written on this host are judged; another machine's are left to it.
+
     Any final name counts, not only the one being written: a training run killed while saving
     ``net_g_1000.pth`` next writes ``net_g_2000.pth``. A process id that has since been reused by a live
     process keeps its file until that process ends too. Files that cannot be listed or removed are left
@@ -94,7 +99,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
         return removed
     for entry in entries:
         match = TEMPORARY_PATTERN.match(entry)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or match.group(1) != _HOST or _alive(int(match.group(2))):
             continue
         candidate = Path(folder, entry)
         try:
