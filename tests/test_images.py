@@ -440,7 +440,7 @@ def test_frames_are_refused_unless_all_are_asked_for(
     tmp_path: Path, ext: str, what: str, rgb_photo: np.ndarray
 ) -> None:
     frames = _frames_file(tmp_path / f"anim{ext}", rgb_photo, 12, duration=80, loop=0)
-    with pytest.raises(SisrError, match=rf"^\S*anim\{ext}: has 12 {what}; only sisr upscale reads them all"):
+    with pytest.raises(SisrError, match=rf"^\S*anim\{ext}: has 12 {what}; a single image is needed here"):
         read_image(tmp_path / f"anim{ext}")
     assert len(read_image(tmp_path / f"anim{ext}", all_frames=True).frames) == 12
     _frames_file(tmp_path / f"one{ext}", rgb_photo, 1)  # a one-frame file of the same kind reads as ever

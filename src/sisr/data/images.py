@@ -231,8 +231,8 @@ def decode_image(
                 count = getattr(im, "n_frames", 1) if file_format in _MULTI_FRAME_FORMATS else 1
                 if count > 1 and not all_frames:
                     raise SisrError(
-                        f"{name}: has {count} {_MULTI_FRAME_FORMATS[file_format]}; only sisr upscale "
-                        "reads them all (split it into one file per frame)"
+                        f"{name}: has {count} {_MULTI_FRAME_FORMATS[file_format]}; a single image is "
+                        "needed here (split it into one file per frame)"
                     )
                 if count * width * height > max_pixels:
                     raise SisrError(
