@@ -557,6 +557,8 @@ def test_frames_to_a_format_of_one_frame(tmp_path: Path, rgb_photo: np.ndarray) 
         write_image(tmp_path / "out.bmp", image)
     with pytest.raises(ValueError, match="all frames"):
         write_image(tmp_path / "out.png", dataclasses.replace(image, later_frames=(rgb_photo[1:],)))
+    with pytest.raises(ValueError, match="3 durations for 2 frames"):
+        write_image(tmp_path / "out.png", dataclasses.replace(image, durations=(1, 2, 3)))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -355,7 +355,8 @@ def write_image(
         SisrError: Unknown format, alpha or several frames for a format without them, or the file cannot
             be written.
         TypeError: The pixels have an unsupported dtype.
-        ValueError: The pixels have an unsupported shape, or frames differ in shape or dtype.
+        ValueError: The pixels have an unsupported shape, frames differ in shape or dtype, or the
+            durations are not one per frame.
     """
     name = os.fspath(path)
     file_format = format_for_path(name, format)
@@ -364,6 +365,8 @@ def write_image(
     frames = [_as_hwc(pixels) for pixels in image.frames]
     if any(f.shape != frames[0].shape or f.dtype != frames[0].dtype for f in frames):
         raise ValueError("all frames must have the shape and dtype of the first")
+    if image.durations is not None and len(image.durations) != len(frames):
+        raise ValueError(f"{len(image.durations)} durations for {len(frames)} frames")
     channels = frames[0].shape[2]
     _check_channels(name, file_format, channels, len(frames))
     keeps_16 = (file_format == "PNG" and len(frames) == 1) or (file_format == "TIFF" and channels == 1)
