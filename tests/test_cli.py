@@ -241,7 +241,7 @@ def test_user_errors(
         expected = "in.png: cannot decode image"
     elif case == "text input":
         inp.write_text("hello\n")
-        expected = "in.png: not a PNG, JPEG, WebP, BMP or TIFF image"
+        expected = "in.png: not a PNG, JPEG, WebP, BMP, TIFF or GIF image"
     elif case == "decompression bomb":
         extra, expected = (
             ["--max-pixels", "100"],

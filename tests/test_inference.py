@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ import torch.nn.functional as F
 from skimage import data
 from torch import Tensor, nn
 
+from sisr.checkpoint import load_model
+from sisr.data.images import read_image, write_image
 from sisr.errors import SisrError
 from sisr.inference import _blend_weights, tile_starts, upscale, upscale_tensor
 from sisr.models import create_model
@@ -123,11 +127,31 @@ def test_constant_alpha_is_kept(rgb_photo: np.ndarray) -> None:
     np.testing.assert_array_equal(out[:, :, :3], upscale(tiny_sr(2), rgb_photo))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_gray_with_alpha_stays_gray_with_alpha(dtype: type, rgba_photo: np.ndarray) -> None:
+    scale = 1 if dtype == np.uint8 else 257
+    la = (np.dstack([rgba_photo[:, :, 0], rgba_photo[:, :, 3]]).astype(np.uint32) * scale).astype(dtype)
+    model = tiny_sr(2)
+    out = upscale(model, la)
+    assert out.shape == (80, 96, 2) and out.dtype == dtype
+    # The gray goes through the network as a gray image does, and the alpha as RGBA's alpha does
+    # (batched together, so allow one level).
+    assert np.abs(out[:, :, 0].astype(int) - upscale(model, la[:, :, 0])).max() <= 1
+    rgba = np.dstack([np.repeat(la[:, :, :1], 3, axis=2), la[:, :, 1]])
+    assert np.abs(out[:, :, 1].astype(int) - upscale(model, rgba)[:, :, 3]).max() <= 1
+    assert not np.array_equal(out[:, :, 1], repeat(la[:, :, 1], 2))  # not a plain copy
+    opaque = la.copy()
+    opaque[:, :, 1] = np.iinfo(dtype).max
+    out = upscale(model, opaque)
+    assert (out[:, :, 1] == np.iinfo(dtype).max).all()
+    np.testing.assert_array_equal(out[:, :, 0], upscale(model, la[:, :, 0]))
+
+
 def test_bad_images_are_rejected(rgb_photo: np.ndarray) -> None:
     with pytest.raises(TypeError):
         upscale(Nearest(2), rgb_photo.astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
-        upscale(Nearest(2), rgb_photo[:, :, :2])
+        upscale(Nearest(2), np.dstack([rgb_photo, rgb_photo[:, :, :2]]))  # 5 channels
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -255,3 +279,142 @@ def test_images_below_the_model_minimum_are_padded() -> None:
 def test_bad_tiling_arguments(tile: int, overlap: int, message: str, rgb_photo: np.ndarray) -> None:
     with pytest.raises(SisrError, match=message):
         upscale(Nearest(2), rgb_photo, tile=tile, overlap=overlap)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Through `sisr upscale`: what the pixels carry reaches the output, and outputs are checked first
+
+SHIPPED = ["-m", "seemore-t", "-s", "2"]
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    from sisr.cli import main
+
+    status = main(["upscale", *argv])
+    return status, capsys.readouterr().err.splitlines()
+
+
+def test_cli_keeps_icc_profile_and_exif(
+    tmp_path: Path, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image as PILImage
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # shown turned clockwise
+    exif[0x010F] = "Example Camera"
+    source = tmp_path / "phone.jpg"
+    PILImage.fromarray(rgb_photo[:20, :24]).save(source, icc_profile=profile, exif=exif, quality=95)
+    for out in (tmp_path / "up.jpg", tmp_path / "up.png"):
+        status, err = _cli([str(source), "-o", str(out), *SHIPPED], capsys)
+        assert (status, err) == (0, [])
+        image = read_image(out)
+        assert image.pixels.shape == (48, 40, 3)  # upright, then upscaled
+        assert image.icc_profile == profile
+        with PILImage.open(out) as im:
+            tags = im.getexif()
+            assert (tags[0x0112], tags[0x010F]) == (1, "Example Camera")
+            assert im.info["icc_profile"] == profile
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_cli_gray_with_alpha_stays_gray_with_alpha(
+    tmp_path: Path, bits: int, rgba_photo: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    la = np.dstack([rgba_photo[:20, :24, 0], rgba_photo[10:30, 12:36, 3]])
+    if bits == 16:
+        la = la.astype(np.uint16) * 257
+    write_image(tmp_path / "la.png", la)
+    status, err = _cli([str(tmp_path / "la.png"), "-o", str(tmp_path / "up.png"), *SHIPPED], capsys)
+    assert (status, err) == (0, [])
+    image = read_image(tmp_path / "up.png")
+    assert (image.mode, image.bit_depth, image.pixels.shape) == ("LA", bits, (40, 48, 2))
+
+
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sisr.models.seemore import SeemoRe
+
+    def forward(self: nn.Module, x: Tensor) -> Tensor:
+        pytest.fail("the network ran before the output was checked")
+
+    monkeypatch.setattr(SeemoRe, "forward", forward)
+
+
+def test_cli_refuses_alpha_to_jpeg_before_the_network_runs(
+    tmp_path: Path,
+    rgba_photo: np.ndarray,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_network(monkeypatch)
+    write_image(tmp_path / "cat.png", rgba_photo)
+    status, err = _cli([str(tmp_path / "cat.png"), "-o", str(tmp_path / "cat.jpg"), *SHIPPED], capsys)
+    assert status == 1
+    assert err == [
+        f"sisr: error: {tmp_path / 'cat.jpg'}: JPEG cannot store the alpha channel; use .png, .webp or .tif"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]
+
+
+def test_cli_refuses_an_unwritable_folder_before_the_network_runs(
+    tmp_path: Path, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_network(monkeypatch)
+    write_image(tmp_path / "a.png", rgb_photo)
+    (tmp_path / "file").write_text("not a folder\n")
+    target = tmp_path / "file" / "out" / "a.png"
+    status, err = _cli([str(tmp_path / "a.png"), "-o", str(target), *SHIPPED], capsys)
+    assert status == 1
+    assert err == [f"sisr: error: {target}: cannot write: {tmp_path / 'file'} is not a folder"]
+    if os.geteuid() != 0:  # root writes into read-only folders: only the case above applies to it
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        try:
+            status, err = _cli([str(tmp_path / "a.png"), "-o", str(folder / "a.png"), *SHIPPED], capsys)
+        finally:
+            folder.chmod(0o755)
+        assert status == 1 and len(err) == 1 and "cannot write into" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["a.png", "file"], ["a.png", "file", "ro"])
+
+
+@pytest.mark.parametrize("ext", [".webp", ".gif"])
+def test_cli_upscales_every_frame_and_keeps_the_timing(
+    tmp_path: Path, ext: str, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image as PILImage
+
+    frames = [
+        PILImage.fromarray(np.roll(rgb_photo[:20, :24], 6 * k, axis=1)).quantize(64).convert("RGB")
+        for k in range(2)
+    ]
+    lossless = {"lossless": True} if ext == ".webp" else {}
+    source = tmp_path / f"anim{ext}"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=[40, 90], loop=2, **lossless)
+    status, err = _cli([str(source), *SHIPPED], capsys)  # NAME_x2.EXT beside it
+    assert (status, err) == (0, [])
+    result = read_image(tmp_path / f"anim_x2{ext}", all_frames=True)
+    assert len(result.frames) == 2 and result.pixels.shape[:2] == (40, 48)
+    assert (result.durations, result.loop) == ((40, 90), 2)
+    model = load_model("seemore-t-x2")
+    for got, frame in zip(result.frames, frames, strict=True):  # each frame is the upscaled frame
+        expected = upscale(model, np.asarray(frame))
+        tolerance = 40 if ext == ".gif" else 0  # GIF quantises the result to 256 colours
+        assert np.abs(got[:, :, :3].astype(int) - expected).mean() <= tolerance / 4
+        assert np.abs(got[:, :, :3].astype(int) - expected).max() <= max(tolerance, 0)
+
+
+def test_cli_refuses_frames_to_jpeg_before_the_network_runs(
+    tmp_path: Path, rgb_photo: np.ndarray, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image as PILImage
+
+    _no_network(monkeypatch)
+    frames = [PILImage.fromarray(rgb_photo), PILImage.fromarray(rgb_photo[::-1])]
+    frames[0].save(tmp_path / "a.webp", save_all=True, append_images=frames[1:], lossless=True)
+    status, err = _cli([str(tmp_path / "a.webp"), "-o", str(tmp_path / "a.jpg"), *SHIPPED], capsys)
+    assert status == 1
+    assert err == [
+        f"sisr: error: {tmp_path / 'a.jpg'}: JPEG cannot store 2 frames; use .webp, .png, .gif or .tif"
+    ]

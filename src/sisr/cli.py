@@ -17,7 +17,14 @@ from pathlib import Path
 
 from sisr import __version__, evaluate, prepare, train
 from sisr.argtypes import non_negative_int, positive_int
-from sisr.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, format_for_path, read_image, write_image
+from sisr.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    check_writable,
+    format_for_path,
+    read_image,
+    write_image,
+)
 from sisr.errors import SisrError
 from sisr.runtime import reuse_freed_memory
 
@@ -145,7 +152,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
         raise SisrError(f"--overlap ({overlap}) must be smaller than --tile ({args.tile})")
     # Imported here so that `sisr --help` does not pay for importing torch.
     from sisr.checkpoint import load_model
-    from sisr.inference import upscale
+    from sisr.inference import upscale_image
     from sisr.models import scale_of
     from sisr.shipped import choose_model
 
@@ -168,9 +175,11 @@ def _run_upscale(args: argparse.Namespace) -> int:
     for source, target in jobs:
         progress.show(source.name)
         try:
-            image = read_image(source, max_pixels=args.max_pixels)
+            image = read_image(source, max_pixels=args.max_pixels, all_frames=True)
+            # Before the network's long run:
+            check_writable(target, channels=image.pixels.shape[2], frames=len(image.frames))
             try:
-                result = upscale(model, image.pixels, tile=args.tile, overlap=overlap)
+                result = upscale_image(model, image, tile=args.tile, overlap=overlap)
             except MemoryError:
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             except RuntimeError as e:  # allocation failures of torch

@@ -12,14 +12,37 @@ untiled inference.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sisr.data.images import Image
 from sisr.errors import SisrError
 
-__all__ = ["tile_starts", "upscale", "upscale_tensor"]
+__all__ = ["tile_starts", "upscale", "upscale_image", "upscale_tensor"]
+
+
+def upscale_image(model: nn.Module, image: Image, *, tile: int | None = None, overlap: int = 16) -> Image:
+    """Super-resolves every frame of an :class:`~sisr.data.images.Image` with :func:`upscale`.
+
+    The result keeps what the image carries besides its pixels: the frames' order and durations, the
+    loop count, the ICC profile and the EXIF block, so that :func:`sisr.data.images.write_image` writes
+    them out again.
+
+    Args:
+        model: As for :func:`upscale`.
+        image: A decoded image, e.g. from :func:`sisr.data.images.read_image` with ``all_frames=True``.
+        tile: As for :func:`upscale`.
+        overlap: As for :func:`upscale`.
+
+    Returns:
+        The upscaled image; its `format` is the input's.
+    """
+    first, *later = (upscale(model, pixels, tile=tile, overlap=overlap) for pixels in image.frames)
+    return dataclasses.replace(image, pixels=first, later_frames=tuple(later))
 
 
 def upscale(model: nn.Module, image: np.ndarray, *, tile: int | None = None, overlap: int = 16) -> np.ndarray:
@@ -31,12 +54,13 @@ def upscale(model: nn.Module, image: np.ndarray, *, tile: int | None = None, ove
     - gray is replicated to three channels and the output's channel mean is kept;
     - RGBA runs its RGB through the network, and its alpha replicated to three channels as a second
       batch item whose channel mean becomes the new alpha (as Real-ESRGAN does), so edges of the alpha
-      mask are as sharp as the colour. A constant alpha (e.g. fully opaque) is just kept constant.
+      mask are as sharp as the colour. A constant alpha (e.g. fully opaque) is just kept constant;
+    - gray + alpha (C = 2) runs its gray as gray does and its alpha as RGBA's, and stays gray + alpha.
 
     Args:
         model: Maps (B, 3, H, W) floats in [0, 1] to (B, 3, sH, sW). Evaluated as given (call ``.eval()``
             first); it is not moved or modified.
-        image: ``(H, W)`` or ``(H, W, C)`` array, C in (1, 3, 4), dtype uint8 or uint16.
+        image: ``(H, W)`` or ``(H, W, C)`` array, C in (1, 2, 3, 4), dtype uint8 or uint16.
         tile: Tile size in input pixels, or None for the whole image at once.
         overlap: Overlap between neighbouring tiles in input pixels.
 
@@ -52,32 +76,30 @@ def upscale(model: nn.Module, image: np.ndarray, *, tile: int | None = None, ove
         raise TypeError(f"image must be uint8 or uint16, got {image.dtype}")
     squeeze = image.ndim == 2
     pixels = image[:, :, None] if squeeze else image
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or 0 in pixels.shape:
-        raise ValueError(f"image must be (H, W) or (H, W, C) with C in 1, 3, 4, got shape {image.shape}")
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or 0 in pixels.shape:
+        raise ValueError(f"image must be (H, W) or (H, W, C) with C in 1, 2, 3, 4, got shape {image.shape}")
     top = float(np.iinfo(image.dtype).max)
-    channels = pixels.shape[2]
+    gray = pixels.shape[2] <= 2
+    has_alpha = pixels.shape[2] in (2, 4)
 
     with torch.inference_mode():  # outputs of upscale_tensor are inference tensors
         # (C, H, W) float32 in [0, 1]; float32 holds every 16-bit value exactly after scaling back.
         x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)).astype(np.float32)).div_(top)
+        colour = x[:-1] if has_alpha else x  # (1 or 3, H, W)
+        colour = colour.expand(3, -1, -1)
         # A constant alpha (e.g. fully opaque) needs no network.
-        alpha = x[3, 0, 0].item() if channels == 4 and bool((x[3] == x[3, 0, 0]).all()) else None
-        if channels == 1:
-            batch = x.expand(3, -1, -1)[None]  # (1, 3, H, W)
-        elif channels == 3 or alpha is not None:
-            batch = x[None, :3]
+        alpha = x[-1, 0, 0].item() if has_alpha and bool((x[-1] == x[-1, 0, 0]).all()) else None
+        if not has_alpha or alpha is not None:
+            batch = colour[None]  # (1, 3, H, W)
         else:
-            batch = torch.stack([x[:3], x[3].expand(3, -1, -1)])  # (2, 3, H, W): colour, then alpha
+            batch = torch.stack([colour, x[-1].expand(3, -1, -1)])  # (2, 3, H, W): colour, then alpha
 
         y = upscale_tensor(model, batch, tile=tile, overlap=overlap).float()  # (B, 3, sH, sW)
-        if channels == 1:
-            out = y[0].mean(dim=0, keepdim=True)
-        elif channels == 3:
-            out = y[0]
-        elif alpha is not None:
-            out = torch.cat([y[0], y.new_full((1, *y.shape[2:]), alpha)])
-        else:
-            out = torch.cat([y[0], y[1].mean(dim=0, keepdim=True)])
+        out = y[0].mean(dim=0, keepdim=True) if gray else y[0]
+        if alpha is not None:
+            out = torch.cat([out, y.new_full((1, *y.shape[2:]), alpha)])
+        elif has_alpha:
+            out = torch.cat([out, y[1].mean(dim=0, keepdim=True)])
         out = out.clamp_(0.0, 1.0).mul_(top).round_().numpy().astype(image.dtype).transpose(1, 2, 0)
     out = np.ascontiguousarray(out)
     return out[:, :, 0] if squeeze else out
