@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -21,11 +20,10 @@ from skimage import data
 from torch import Tensor, nn
 
 from sisr.checkpoint import load_model
+from sisr.cli import main
 from sisr.errors import SisrError
 from sisr.evaluate import (
     MetricSpec,
-    add_evaluate_command,
-    add_test_command,
     evaluate_dataset,
     find_benchmark,
     format_results,
@@ -327,19 +325,8 @@ def test_formats(bench: Path) -> None:
 
 
 def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Runs the commands as ``sisr.cli.main`` does (parse, run, one-line error and status 1)."""
-    parser = argparse.ArgumentParser(prog="sisr")
-    sub = parser.add_subparsers(required=True)
-    add_evaluate_command(sub)
-    add_test_command(sub)
-    try:
-        args = parser.parse_args(argv)
-        code = args.run(args)
-    except SisrError as e:
-        print(f"sisr: error: {' '.join(str(e).split())}", file=sys.stderr)
-        code = 1
-    except SystemExit as e:
-        code = int(e.code or 0)
+    """Runs the command line in-process: exit status, stdout and stderr."""
+    code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 

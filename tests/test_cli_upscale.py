@@ -1,4 +1,5 @@
-"""The ``sisr upscale`` command, run in-process through ``main`` and once as the installed console script.
+"""``sisr upscale`` (:mod:`sisr.cli.upscale` over :func:`sisr.upscaling.upscale_files`), run in-process
+through ``main`` and once as the installed console script.
 
 Every run uses a real network loaded through ``sisr.load_model``: a randomly initialised SeemoRe-T x2
 saved as a raw state dict, the layout of the official checkpoints.
@@ -10,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +207,9 @@ ERROR_CASES = [
     "code pickle",
     "unknown model",
     "no cuda",
+    "unknown device",
     "overlap too large",
+    "overlap without tile",
     "tile too small for the model",
     "unknown output extension",
     "alpha to jpeg",
@@ -248,10 +252,10 @@ def test_user_errors(
             "in.png: image is 24x20 = 480 pixels, more than the limit of 100",
         )
     elif case == "missing checkpoint":
-        model, expected = str(tmp_path / "nothing.pth"), "nothing.pth"
+        model, expected = str(tmp_path / "nothing.pth"), "nothing.pth: no such file"
     elif case == "garbage checkpoint":
         (tmp_path / "garbage.pth").write_bytes(np.random.default_rng(0).bytes(5000))
-        model, expected = str(tmp_path / "garbage.pth"), "garbage.pth"
+        model, expected = str(tmp_path / "garbage.pth"), "garbage.pth: not a PyTorch checkpoint"
     elif case == "code pickle":
         _code_pickle(tmp_path / "evil.pth", tmp_path / "marker")
         model, expected = str(tmp_path / "evil.pth"), "evil.pth: refused"
@@ -260,9 +264,13 @@ def test_user_errors(
     elif case == "no cuda":
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
-        extra, expected = ["--device", "cuda"], "cuda"
+        extra, expected = ["--device", "cuda"], "device 'cuda' requested, but this machine has no usable CUDA"
+    elif case == "unknown device":
+        extra, expected = ["--device", "gpu"], "unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"
     elif case == "overlap too large":
         extra, expected = ["--tile", "8", "--overlap", "8"], "--overlap (8) must be smaller than --tile (8)"
+    elif case == "overlap without tile":
+        extra, expected = ["--overlap", "4"], "--overlap needs --tile"
     elif case == "tile too small for the model":
         extra, expected = ["--tile", "8"], "tile size must be at least 16 for this model, got 8"
     elif case == "unknown output extension":
@@ -301,6 +309,7 @@ def test_usage_errors_are_argparse_ones(capsys: pytest.CaptureFixture[str]) -> N
 # The installed entry points
 
 
+@pytest.mark.slow
 def test_console_script(tmp_path: Path, small: np.ndarray, checkpoint: Path, model: torch.nn.Module) -> None:
     script = Path(sys.executable).parent / "sisr"
     write_image(tmp_path / "in.bmp", small)
@@ -350,3 +359,66 @@ def test_progress_line_on_a_terminal(
     text = stderr.getvalue()
     assert "[1/2] a.png" in text and "[2/2] b.png" in text
     assert text.endswith("[2/2] done\n")
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(
+    tmp_path: Path,
+    small: np.ndarray,
+    checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # SIGTERM arrives while the output's temporary file is half written: main's handler turns it into an
+    # exception, atomic_write removes the temporary file, and the run ends with one line and status 143.
+    import signal
+
+    import sisr.upscaling
+    from sisr.atomic import atomic_write
+
+    def half_write(path: Path, pixels: np.ndarray) -> None:
+        def write(tmp: str) -> None:
+            Path(tmp).write_bytes(b"half an image")
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler raises at the next bytecode; never get past this loop
+                time.sleep(0.01)
+            raise AssertionError("SIGTERM did not interrupt the write")
+
+        atomic_write(path, write)
+
+    monkeypatch.setattr(sisr.upscaling, "write_image", half_write)
+    write_image(tmp_path / "in.png", small)
+    (tmp_path / "out").mkdir()
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out" / "x.png"), "-m", str(checkpoint)]
+    assert main(argv) == 143
+    assert capsys.readouterr().err == "sisr: error: terminated\n"
+    assert all_files(tmp_path / "out") == []
+    assert signal.getsignal(signal.SIGTERM) is before  # main restores the handler it replaced
+
+
+def test_upscale_files_is_the_library_behind_the_command(
+    tmp_path: Path, small: np.ndarray, checkpoint: Path, model: torch.nn.Module
+) -> None:
+    from sisr.upscaling import upscale_files
+
+    write_image(tmp_path / "a.png", small)
+    (tmp_path / "b.png").write_bytes(b"")
+    started, reported = [], []
+    results = upscale_files(
+        [tmp_path / "a.png", tmp_path / "b.png"],
+        tmp_path / "out",
+        model=str(checkpoint),
+        tile=16,
+        on_start=lambda index, total, source: started.append((index, total, source.name)),
+        on_result=reported.append,
+    )
+    assert started == [(0, 2, "a.png"), (1, 2, "b.png")]
+    assert reported == results
+    assert [(r.target.name, r.scale, r.error is None) for r in results] == [
+        ("a.png", 2, True),
+        ("b.png", 2, False),
+    ]
+    assert "b.png: file is empty" in str(results[1].error)
+    # The one overlap default (inference's): 16, or half a smaller tile.
+    expected = sisr.upscale(model, small, tile=16, overlap=8)
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "a.png").pixels, expected)
