@@ -11,24 +11,20 @@ stderr and exit status 1, without a traceback. Ctrl-C at any moment, imports inc
 ``sisr: error: interrupted`` and status 130; SIGTERM gives ``sisr: error: terminated`` and status 143,
 after every file being written has removed its temporary file. Usage mistakes (unknown option, missing
 argument) are argparse's: usage and a message on stderr, exit status 2.
+
+This module imports almost nothing at the top (``sisr`` and ``python -m sisr`` import it before
+:func:`main` can catch a Ctrl-C); everything else is imported inside :func:`main`.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import signal
+import os
 import sys
-import threading
-from collections.abc import Sequence
-from types import FrameType
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from sisr import __version__
 from sisr.errors import SisrError
-from sisr.runtime import reuse_freed_memory
 
-__all__ = ["COMMANDS", "main", "run_command"]
+__all__ = ["COMMANDS", "Terminated", "error", "main", "run_command", "warn"]
 
 # Command name -> (module, one-line help). Nothing else is imported until a command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,6 +35,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("sisr.cli.test", "evaluate the test datasets of a BasicSR-style config"),
     "prepare": ("sisr.cli.prepare", "build training and benchmark datasets"),
 }
+
+_SIGINT, _SIGTERM = 2, 15  # POSIX numbers, so that reporting needs no import
+_INTERRUPTED = {_SIGINT: ("interrupted", 130), _SIGTERM: ("terminated", 143)}
 
 
 class Terminated(BaseException):
@@ -58,24 +57,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 1 after a user error, 2 for a usage error, 130 when interrupted,
         143 when terminated (SIGTERM).
     """
-    previous = _catch_sigterm()
+    received: list[int] = []  # the signals that arrived during this call
     try:
+        restore = _catch_signals(received)
         try:
             return run_command(sys.argv[1:] if argv is None else list(argv))
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-    except SystemExit as e:  # --help, --version or a usage error; argparse has printed the message
-        return e.code if isinstance(e.code, int) else 2
-    except SisrError as e:
-        error(str(e))
-        return 1
-    except KeyboardInterrupt:
-        error("interrupted")
-        return 130
-    except Terminated:
-        error("terminated")
-        return 143
+            restore()
+    except BaseException as e:
+        if received:
+            # Also when C code turned the KeyboardInterrupt into another error (numpy's import does).
+            message, status = _INTERRUPTED[received[0]]
+        elif isinstance(e, SystemExit):  # --help, --version or a usage error; argparse has printed it
+            return e.code if isinstance(e.code, int) else 2
+        elif isinstance(e, SisrError):
+            message, status = str(e), 1
+        elif isinstance(e, KeyboardInterrupt):
+            message, status = _INTERRUPTED[_SIGINT]
+        elif isinstance(e, Terminated):
+            message, status = _INTERRUPTED[_SIGTERM]
+        else:
+            raise
+        error(message)
+        return status
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -91,9 +95,23 @@ def run_command(argv: Sequence[str]) -> int:
         SystemExit: From argparse, for ``--help``, ``--version`` and usage errors.
         SisrError: On bad input.
     """
+    import argparse
+    import importlib
+
+    from sisr.runtime import reuse_freed_memory
+
     argv = list(argv)
-    if not argv or argv[0] not in COMMANDS:
-        _top_parser().parse_args(argv)  # help, version or a usage error: exits
+    if not argv or argv[0] not in COMMANDS:  # help, version or a usage error: argparse exits
+        from sisr import __version__
+
+        top = argparse.ArgumentParser(
+            prog="sisr", description="Single-image super-resolution with MMA and SeemoRe."
+        )
+        top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+        subparsers = top.add_subparsers(title="commands", metavar="COMMAND", required=True)
+        for name, (_, help_line) in COMMANDS.items():
+            subparsers.add_parser(name, help=help_line)
+        top.parse_args(argv)
         raise SystemExit(2)  # not reached: every such argv makes argparse exit
     name, rest = argv[0], argv[1:]
     module_name, help_line = COMMANDS[name]
@@ -117,28 +135,65 @@ def warn(message: str) -> None:
     print(f"sisr: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
 
-def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sisr", description="Single-image super-resolution with MMA and SeemoRe."
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for name, (_, help_line) in COMMANDS.items():
-        subparsers.add_parser(name, help=help_line)
-    return parser
+def _catch_signals(received: list[int]) -> Callable[[], None]:
+    """Makes SIGINT raise KeyboardInterrupt and SIGTERM :class:`Terminated`, each noted in `received`.
 
-
-def _catch_sigterm() -> Any:
-    """Makes SIGTERM raise :class:`Terminated` in the main thread; returns the handler it replaced.
-
-    None (nothing to restore) outside the main thread, where handlers cannot be set.
+    Returns what puts the previous handlers back. Outside the main thread, where handlers cannot be
+    set, nothing changes. In a forked worker (data loader, process pool) SIGTERM ends the worker quietly,
+    as before, instead of raising there too. An interruption that Python would swallow (raised in a
+    ``__del__`` or weakref callback) is raised again a moment later (SIGALRM), outside the callback.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
+    import signal
+    import threading
 
-    def terminate(signum: int, frame: FrameType | None) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    pid = os.getpid()
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    def terminate(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        received.append(signum)
         raise Terminated
 
+    hook = sys.unraisablehook
+    pending: list[type[BaseException]] = []
+
+    def again(signum: int, frame: object) -> None:
+        if pending:
+            raise pending.pop()
+
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        # The handler raised inside a weakref callback or __del__ (the import lock has one), where Python
+        # prints the exception and swallows it: raise it again from SIGALRM, in the code around.
+        if isinstance(info.exc_value, (KeyboardInterrupt, Terminated)):
+            pending.append(type(info.exc_value))
+            signal.setitimer(signal.ITIMER_REAL, 0.02)  # SIGALRM soon, once out of this hook
+        else:
+            hook(info)
+
+    catch = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "setitimer"):  # POSIX
+        catch.append(signal.SIGALRM)
+    previous = {sig: signal.getsignal(sig) for sig in catch}
+    if hasattr(signal, "setitimer"):
+        sys.unraisablehook = unraisable
+        signal.signal(signal.SIGALRM, again)
     signal.signal(signal.SIGTERM, terminate)
-    return signal.SIG_DFL if previous is None else previous  # None: set outside Python
+    if previous[signal.SIGINT] is signal.default_int_handler:  # leave a debugger's or IDE's own handler
+        signal.signal(signal.SIGINT, interrupt)
+
+    def restore() -> None:
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        sys.unraisablehook = hook
+
+    return restore
