@@ -109,6 +109,37 @@ def test_ctrl_c_while_importing_a_command(
     assert capsys.readouterr() == ("", "sisr: error: interrupted\n")
 
 
+def test_ctrl_c_during_an_import_waits_for_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Raised inside an import, a KeyboardInterrupt can meet C code that turns it into an ImportError
+    # (numpy) or aborts the process (torch's C++): it is raised as soon as the import is over.
+    (tmp_path / "slow_import.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "for _ in range(20):\n"
+        "    time.sleep(0.01)\n"
+        "DONE = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reached = []
+
+    def command(argv: list[str]) -> int:
+        import slow_import
+
+        reached.append(slow_import.DONE)
+        for _ in range(100):
+            time.sleep(0.01)
+        reached.append("after the interrupt")
+        return 0
+
+    monkeypatch.setattr(sisr.cli, "run_command", command)
+    monkeypatch.delitem(sys.modules, "slow_import", raising=False)
+    assert main([]) == 130
+    assert capsys.readouterr() == ("", "sisr: error: interrupted\n")
+    assert reached == [True]
+
+
 def test_an_interrupt_that_python_would_swallow_is_raised_again(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

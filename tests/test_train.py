@@ -368,7 +368,7 @@ def test_bad_configs_and_options_are_one_line_errors(images: Path, tmp_path: Pat
         "--train.total_iter=abc": "train.total_iter: expected an integer",
         "--datasets.train.gt_size=33": "not a multiple of scale",
         "--train.optim_g.betass=[0.9,0.9]": "did you mean 'betas'",
-        "--path.pretrain_network_g=/nonexistent.pth": "/nonexistent.pth",
+        "--path.pretrain_network_g=/nonexistent.pth": "/nonexistent.pth: no such file",
         "--resume=/nonexistent.pth": "no checkpoint to resume",
         "--train.pixel_opt.reduction=none": "no single number to minimise",
     }

@@ -139,50 +139,60 @@ def _catch_signals(received: list[int]) -> Callable[[], None]:
     """Makes SIGINT raise KeyboardInterrupt and SIGTERM :class:`Terminated`, each noted in `received`.
 
     Returns what puts the previous handlers back. Outside the main thread, where handlers cannot be
-    set, nothing changes. In a forked worker (data loader, process pool) SIGTERM ends the worker quietly,
-    as before, instead of raising there too. An interruption that Python would swallow (raised in a
-    ``__del__`` or weakref callback) is raised again a moment later (SIGALRM), outside the callback.
+    set, nothing changes. A signal that arrives during an import is raised as soon as the import is
+    over: raised inside one, it may meet C code that turns it into another error (numpy's import) or
+    aborts the process (torch's C++ calls back into Python while importing). An interruption that
+    Python would swallow (raised in a ``__del__`` or weakref callback) is raised again a moment later.
+    In a forked worker (data loader, process pool) SIGTERM ends the worker quietly, as before.
     """
     import signal
     import threading
+    import types
 
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     pid = os.getpid()
+    retry = hasattr(signal, "setitimer")  # POSIX: SIGALRM raises what had to wait
+    pending: list[type[BaseException]] = []
 
-    def interrupt(signum: int, frame: object) -> None:
+    def raise_when_safe(kind: type[BaseException], frame: types.FrameType | None) -> None:
+        if retry and _importing(frame):
+            pending.append(kind)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        pending.clear()
+        raise kind
+
+    def interrupt(signum: int, frame: types.FrameType | None) -> None:
         received.append(signum)
-        raise KeyboardInterrupt
+        raise_when_safe(KeyboardInterrupt, frame)
 
-    def terminate(signum: int, frame: object) -> None:
+    def terminate(signum: int, frame: types.FrameType | None) -> None:
         if os.getpid() != pid:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
         received.append(signum)
-        raise Terminated
+        raise_when_safe(Terminated, frame)
+
+    def again(signum: int, frame: types.FrameType | None) -> None:
+        if pending:
+            raise_when_safe(pending.pop(), frame)
 
     hook = sys.unraisablehook
-    pending: list[type[BaseException]] = []
-
-    def again(signum: int, frame: object) -> None:
-        if pending:
-            raise pending.pop()
 
     def unraisable(info: sys.UnraisableHookArgs) -> None:
-        # The handler raised inside a weakref callback or __del__ (the import lock has one), where Python
-        # prints the exception and swallows it: raise it again from SIGALRM, in the code around.
+        # Raised inside a weakref callback or __del__, where Python prints the exception and swallows it:
+        # raise it again from SIGALRM, in the code around.
         if isinstance(info.exc_value, (KeyboardInterrupt, Terminated)):
             pending.append(type(info.exc_value))
-            signal.setitimer(signal.ITIMER_REAL, 0.02)  # SIGALRM soon, once out of this hook
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
         else:
             hook(info)
 
-    catch = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "setitimer"):  # POSIX
-        catch.append(signal.SIGALRM)
+    catch = [signal.SIGINT, signal.SIGTERM, *([signal.SIGALRM] if retry else [])]
     previous = {sig: signal.getsignal(sig) for sig in catch}
-    if hasattr(signal, "setitimer"):
+    if retry:
         sys.unraisablehook = unraisable
         signal.signal(signal.SIGALRM, again)
     signal.signal(signal.SIGTERM, terminate)
@@ -190,10 +200,19 @@ def _catch_signals(received: list[int]) -> Callable[[], None]:
         signal.signal(signal.SIGINT, interrupt)
 
     def restore() -> None:
-        if hasattr(signal, "setitimer"):
+        if retry:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-        sys.unraisablehook = hook
 
     return restore
+
+
+def _importing(frame: object) -> bool:
+    """Whether `frame` (a signal handler's) runs inside an import."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):  # type: ignore[attr-defined]
+            return True
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return False
