@@ -267,3 +267,21 @@ def test_a_forked_worker_ends_quietly_on_sigterm() -> None:
     finally:
         restore()
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_a_signal_still_waiting_when_the_command_ends_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SIGTERM during an import waits for its end; the command finishes first: still status 143.
+    (tmp_path / "last_import.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "last_import", raising=False)
+
+    def command(argv: list[str]) -> int:
+        import last_import  # noqa: F401
+
+        return 0
+
+    monkeypatch.setattr(sisr.cli, "run_command", command)
+    assert main([]) == 143
+    assert capsys.readouterr() == ("", "sisr: error: terminated\n")

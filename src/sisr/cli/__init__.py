@@ -61,9 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         restore = _catch_signals(received)
         try:
-            return run_command(sys.argv[1:] if argv is None else list(argv))
+            status = run_command(sys.argv[1:] if argv is None else list(argv))
         finally:
             restore()
+        if not received:
+            return status
+        raise KeyboardInterrupt  # a signal still waiting to be raised, or one the command swallowed
     except BaseException as e:
         if received:
             # Also when C code turned the KeyboardInterrupt into another error (numpy's import does).
