@@ -285,3 +285,18 @@ def test_a_signal_still_waiting_when_the_command_ends_is_reported(
     monkeypatch.setattr(sisr.cli, "run_command", command)
     assert main([]) == 143
     assert capsys.readouterr() == ("", "sisr: error: terminated\n")
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_while_torch_is_imported_stops_at_once(tmp_path: Path) -> None:
+    # The first waits for the end of torch's import (seconds on a busy machine); the second ends the run.
+    argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "-m", "seemore-t-x2"]
+    proc = subprocess.Popen([sys.executable, "-m", "sisr", *argv], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert stderr == "sisr: error: interrupted\n"
+    assert proc.returncode in (130, -signal.SIGINT)
+    assert list(tmp_path.iterdir()) == []

@@ -144,8 +144,10 @@ def _catch_signals(received: list[int]) -> Callable[[], None]:
     Returns what puts the previous handlers back. Outside the main thread, where handlers cannot be
     set, nothing changes. A signal that arrives during an import is raised as soon as the import is
     over: raised inside one, it may meet C code that turns it into another error (numpy's import) or
-    aborts the process (torch's C++ calls back into Python while importing). An interruption that
-    Python would swallow (raised in a ``__del__`` or weakref callback) is raised again a moment later.
+    aborts the process (torch's C++ calls back into Python while importing). A second Ctrl-C while the
+    first waits ends the process at once (nothing is being written while torch is imported). An
+    interruption that Python would swallow (raised in a ``__del__`` or weakref callback) is raised again
+    a moment later.
     In a forked worker (data loader, process pool) SIGTERM ends the worker quietly, as before.
     """
     import signal
@@ -167,6 +169,9 @@ def _catch_signals(received: list[int]) -> Callable[[], None]:
         raise kind
 
     def interrupt(signum: int, frame: types.FrameType | None) -> None:
+        if KeyboardInterrupt in pending:  # a second Ctrl-C while waiting for an import: stop now
+            error("interrupted")
+            os._exit(130)
         received.append(signum)
         raise_when_safe(KeyboardInterrupt, frame)
 
