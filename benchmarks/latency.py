@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sisr.argtypes import positive_int
+from sisr.cli.argtypes import positive_int
 from sisr.models import PRESETS, create_model
 from sisr.runtime import reuse_freed_memory
 

@@ -1,352 +1,302 @@
-"""The ``sisr upscale`` command, run in-process through ``main`` and once as the installed console script.
+"""The dispatcher (:mod:`sisr.cli`): lazy imports, usage errors, one line per error, Ctrl-C and SIGTERM.
 
-Every run uses a real network loaded through ``sisr.load_model``: a randomly initialised SeemoRe-T x2
-saved as a raw state dict, the layout of the official checkpoints.
+Each command's own behaviour is tested beside it: ``test_cli_upscale.py``, ``test_cli_config.py`` (train
+and test), ``test_evaluate.py``, ``test_prepare.py`` and ``test_shipped.py`` (models).
 """
 
 from __future__ import annotations
 
-import io
+import importlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image as PILImage
 
 import sisr
-from sisr.cli import main
-from sisr.data.images import read_image, write_image
-from sisr.models import create_model
+import sisr.cli
+from sisr.cli import COMMANDS, main
+from sisr.errors import SisrError
+
+_HELP_PROBE = """
+import contextlib, io, json, sys
+import sisr
+names = dir(sisr)
+from sisr.cli import COMMANDS, main
+seen = {"import sisr": "torch" in sys.modules}
+helps = [[name, "--help"] for name in COMMANDS]
+for argv in [["--help"], ["--version"], *helps, ["prepare", "lr", "--help"]]:
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(argv)
+    seen[" ".join(argv)] = ("torch" in sys.modules, code, len(out.getvalue()) > 0)
+seen["names"] = names
+sisr.load_model  # a public name imports its module on first use
+seen["after sisr.load_model"] = "torch" in sys.modules
+print(json.dumps(seen))
+"""
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "seemore_t_x2.pth"
-    torch.save(create_model("seemore-t", 2).state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def model(checkpoint: Path) -> torch.nn.Module:
-    return sisr.load_model(checkpoint)
-
-
-@pytest.fixture
-def small(rgb_photo: np.ndarray) -> np.ndarray:
-    """(20, 24, 3) uint8: small enough for SeemoRe on a busy CPU."""
-    return np.ascontiguousarray(rgb_photo[10:30, 12:36])
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    """Runs the CLI in-process; returns the exit status and the lines written to stderr.
-
-    Standard output holds one ``INPUT -> OUTPUT (xS, MODEL)`` line per written image, nothing else.
-    """
-    status = main(argv)
-    captured = capsys.readouterr()
-    for line in captured.out.splitlines():
-        source, _, rest = line.partition(" -> ")
-        target = rest.rsplit(" (x", 1)[0]
-        assert Path(source).is_file() and Path(target).is_file(), line
-    return status, captured.err.splitlines()
-
-
-def all_files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Working runs
-
-
-def test_single_file(
-    tmp_path: Path,
-    small: np.ndarray,
-    checkpoint: Path,
-    model: torch.nn.Module,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    write_image(tmp_path / "in.png", small)
-    status, err = run(
-        [
-            "upscale",
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "new" / "out.png"),
-            "--model",
-            str(checkpoint),
-        ],
-        capsys,
-    )
-    assert (status, err) == (0, [])
-    out = read_image(tmp_path / "new" / "out.png")
-    assert out.pixels.shape == (40, 48, 3)
-    np.testing.assert_array_equal(out.pixels, sisr.upscale(model, small))
-    # The network did something beyond resampling: the result is not nearest-neighbour.
-    assert not np.array_equal(out.pixels, np.repeat(np.repeat(small, 2, 0), 2, 1))
-
-
-def test_tiled_run_matches_the_api(
-    tmp_path: Path,
-    small: np.ndarray,
-    checkpoint: Path,
-    model: torch.nn.Module,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    write_image(tmp_path / "in.png", small)
-    argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.webp"), "-m", str(checkpoint)]
-    status, err = run([*argv, "--tile", "16", "--overlap", "8"], capsys)
-    assert (status, err) == (0, [])
-    out = read_image(tmp_path / "out.webp")
-    assert out.format == "WEBP"  # the output extension picks the format
-    np.testing.assert_array_equal(out.pixels, sisr.upscale(model, small, tile=16, overlap=8))
-
-
-def test_folder_of_every_format(
-    tmp_path: Path,
-    small: np.ndarray,
-    rgba_photo: np.ndarray,
-    rgb16_photo: np.ndarray,
-    checkpoint: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    write_image(src / "a_gray.bmp", small[:, :, 1])
-    write_image(src / "b_alpha.webp", rgba_photo[:20, :24])
-    write_image(src / "c_deep.png", rgb16_photo[:20, :24])
-    write_image(src / "d_deep_gray.TIF", rgb16_photo[:20, :24, 0])
-    exif = PILImage.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to view: 24 wide, 20 high on screen
-    PILImage.fromarray(small[:, :, ::-1]).save(src / "e_phone.jpg", exif=exif, quality=95)
-    (src / "notes.txt").write_text("not an image")
-    (src / "._e_phone.jpg").write_bytes(b"resource fork")  # hidden: skipped
-    (src / "sub").mkdir()
-    write_image(src / "sub" / "skipped.png", small)  # folders are not searched recursively
-
-    status, err = run(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(checkpoint)], capsys)
-    assert (status, err) == (0, [])
-    names = ["a_gray.bmp", "b_alpha.webp", "c_deep.png", "d_deep_gray.TIF", "e_phone.jpg"]
-    assert all_files(tmp_path / "out") == names
-    for name in names:
-        before, after = read_image(src / name), read_image(tmp_path / "out" / name)
-        assert (after.mode, after.bit_depth, after.format) == (before.mode, before.bit_depth, before.format)
-        assert after.pixels.shape[:2] == (2 * before.pixels.shape[0], 2 * before.pixels.shape[1])
-    assert read_image(tmp_path / "out" / "e_phone.jpg").pixels.shape == (48, 40, 3)  # upright
-    assert read_image(tmp_path / "out" / "c_deep.png").pixels.max() > 255  # still 16 bits
-
-
-def test_several_inputs_go_to_a_folder(
-    tmp_path: Path, small: np.ndarray, checkpoint: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "x").mkdir()
-    write_image(tmp_path / "x" / "one.png", small)
-    write_image(tmp_path / "two.jpg", small[::-1])
-    argv = ["upscale", str(tmp_path / "x" / "one.png"), str(tmp_path / "two.jpg"), "-o", str(tmp_path / "o")]
-    status, err = run([*argv, "--model", str(checkpoint)], capsys)
-    assert (status, err) == (0, [])
-    assert all_files(tmp_path / "o") == ["one.png", "two.jpg"]
-    # A single input goes into a folder when OUTPUT ends with a slash.
-    status, err = run(["upscale", argv[1], "-o", f"{tmp_path / 'new'}/", "--model", str(checkpoint)], capsys)
-    assert (status, err) == (0, [])
-    assert all_files(tmp_path / "new") == ["one.png"]
-
-
-def test_one_bad_input_among_several(
-    tmp_path: Path, small: np.ndarray, checkpoint: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # The others are still processed; the failure is one line, plus a summary; the status is 1.
-    write_image(tmp_path / "good.png", small)
-    png = (tmp_path / "good.png").read_bytes()
-    (tmp_path / "bad.png").write_bytes(png[: len(png) // 2])
-    argv = ["upscale", str(tmp_path / "bad.png"), str(tmp_path / "good.png"), "-o", str(tmp_path / "o")]
-    status, err = run([*argv, "--model", str(checkpoint)], capsys)
-    assert status == 1
-    assert len(err) == 2
-    assert err[0].startswith("sisr: error: ") and "bad.png: cannot decode image" in err[0]
-    assert err[1] == "sisr: error: 1 of 2 images failed"
-    assert all_files(tmp_path / "o") == ["good.png"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# User errors: one line, status 1, no traceback, no output
-
-
-def _code_pickle(path: Path, marker: Path) -> None:
-    """A checkpoint whose unpickling would create the folder `marker`."""
-
-    class Payload:
-        def __reduce__(self) -> tuple[object, tuple[str]]:
-            return (os.mkdir, (str(marker),))
-
-    torch.save({"params": Payload()}, path)
-
-
-def test_the_code_pickle_is_live(tmp_path: Path) -> None:
-    # The payload used below really runs code when loaded unsafely, so refusing it means something.
-    _code_pickle(tmp_path / "evil.pth", tmp_path / "proof")
-    torch.load(tmp_path / "evil.pth", weights_only=False)
-    assert (tmp_path / "proof").is_dir()
-
-
-ERROR_CASES = [
-    "missing input",
-    "empty input",
-    "truncated input",
-    "text input",
-    "decompression bomb",
-    "missing checkpoint",
-    "garbage checkpoint",
-    "code pickle",
-    "unknown model",
-    "no cuda",
-    "overlap too large",
-    "tile too small for the model",
-    "unknown output extension",
-    "alpha to jpeg",
-    "output overwrites input",
-    "two inputs, one output name",
-]
-
-
-@pytest.mark.parametrize("case", ERROR_CASES)
-def test_user_errors(
-    tmp_path: Path,
-    case: str,
-    small: np.ndarray,
-    rgba_photo: np.ndarray,
-    checkpoint: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    inp = src / "in.png"
-    write_image(inp, rgba_photo[:20, :24] if case == "alpha to jpeg" else small)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    inputs, output, model, extra = [str(inp)], out_dir / "result.png", str(checkpoint), []
-    expected = ""
-    if case == "missing input":
-        inputs, expected = [str(src / "nope.png")], "nope.png: no such file"
-    elif case == "empty input":
-        inp.write_bytes(b"")
-        expected = "in.png: file is empty"
-    elif case == "truncated input":
-        inp.write_bytes(inp.read_bytes()[:300])
-        expected = "in.png: cannot decode image"
-    elif case == "text input":
-        inp.write_text("hello\n")
-        expected = "in.png: not a PNG, JPEG, WebP, BMP, TIFF or GIF image"
-    elif case == "decompression bomb":
-        extra, expected = (
-            ["--max-pixels", "100"],
-            "in.png: image is 24x20 = 480 pixels, more than the limit of 100",
-        )
-    elif case == "missing checkpoint":
-        model, expected = str(tmp_path / "nothing.pth"), "nothing.pth"
-    elif case == "garbage checkpoint":
-        (tmp_path / "garbage.pth").write_bytes(np.random.default_rng(0).bytes(5000))
-        model, expected = str(tmp_path / "garbage.pth"), "garbage.pth"
-    elif case == "code pickle":
-        _code_pickle(tmp_path / "evil.pth", tmp_path / "marker")
-        model, expected = str(tmp_path / "evil.pth"), "evil.pth: refused"
-    elif case == "unknown model":
-        model, expected = "no-such-model", "unknown model 'no-such-model'"
-    elif case == "no cuda":
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
-        extra, expected = ["--device", "cuda"], "cuda"
-    elif case == "overlap too large":
-        extra, expected = ["--tile", "8", "--overlap", "8"], "--overlap (8) must be smaller than --tile (8)"
-    elif case == "tile too small for the model":
-        extra, expected = ["--tile", "8"], "tile size must be at least 16 for this model, got 8"
-    elif case == "unknown output extension":
-        output, expected = out_dir / "result.xyz", "cannot choose an image format for extension '.xyz'"
-    elif case == "alpha to jpeg":
-        output, expected = out_dir / "result.jpg", "JPEG cannot store the alpha channel"
-    elif case == "output overwrites input":
-        inputs, output, expected = [str(src)], src, "output would overwrite its input"
-    elif case == "two inputs, one output name":
-        (src / "other").mkdir()
-        write_image(src / "other" / "in.png", small)
-        inputs, expected = [str(inp), str(src / "other" / "in.png")], "would be written for both"
-    source_files = all_files(src)
-
-    status, err = run(["upscale", *inputs, "-o", str(output), "--model", model, *extra], capsys)
-
-    assert status == 1
-    assert len(err) == 1, err
-    assert err[0].startswith("sisr: error: ")
-    assert expected in err[0]
-    assert all_files(out_dir) == []  # no output, not even a temporary file
-    assert all_files(src) == source_files
-    assert not (tmp_path / "marker").exists()
-
-
-def test_usage_errors_are_argparse_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["upscale", "in.png", "--scale", "5"]) == 2
-    assert "argument -s/--scale: invalid choice: 5" in capsys.readouterr().err
-    assert main(["upscale", "in.png", "-o", "o.png", "-m", "x", "--tile", "0"]) == 2
-    assert "--tile: must be at least 1" in capsys.readouterr().err
-    assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"sisr {sisr.__version__}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# The installed entry points
-
-
-def test_console_script(tmp_path: Path, small: np.ndarray, checkpoint: Path, model: torch.nn.Module) -> None:
-    script = Path(sys.executable).parent / "sisr"
-    write_image(tmp_path / "in.bmp", small)
+@pytest.mark.slow
+def test_help_answers_without_importing_torch() -> None:
     done = subprocess.run(
-        [
-            script,
-            "upscale",
-            tmp_path / "in.bmp",
-            "-o",
-            tmp_path / "out.png",
-            "-m",
-            checkpoint,
-            "--tile",
-            "16",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, timeout=120, check=True
     )
-    report = f"{tmp_path / 'in.bmp'} -> {tmp_path / 'out.png'} (x2, {checkpoint})\n"
-    assert (done.returncode, done.stdout, done.stderr) == (0, report, "")
-    np.testing.assert_array_equal(
-        read_image(tmp_path / "out.png").pixels, sisr.upscale(model, small, tile=16, overlap=8)
-    )
-
-    failed = subprocess.run(
-        [sys.executable, "-m", "sisr", "upscale", tmp_path / "no.png", "-o", tmp_path / "x.png", "-m", "m"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert failed.returncode == 1
-    assert failed.stderr == f"sisr: error: {tmp_path / 'no.png'}: no such file or folder\n"
-    assert not (tmp_path / "x.png").exists()
+    seen = json.loads(done.stdout)
+    assert seen.pop("import sisr") is False
+    assert set(sisr.__all__) <= set(seen.pop("names"))
+    assert seen.pop("after sisr.load_model") is True  # the probe is able to see torch
+    assert set(seen) == {"--help", "--version", *(f"{name} --help" for name in COMMANDS), "prepare lr --help"}
+    for argv, (torch_loaded, code, printed) in seen.items():
+        assert (torch_loaded, code, printed) == (False, 0, True), argv
 
 
-def test_progress_line_on_a_terminal(
-    tmp_path: Path, small: np.ndarray, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+def test_public_names_resolve_on_first_use_and_dir_lists_them() -> None:
+    for name in sisr.__all__:
+        assert getattr(sisr, name) is not None
+        assert name in dir(sisr)
+    assert sisr.SisrError is SisrError
+    assert callable(sisr.upscale) and callable(sisr.load_model) and callable(sisr.create_model)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        sisr.nope  # noqa: B018
+
+
+def test_every_command_is_listed_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (module, help_line) in COMMANDS.items():
+        assert f"{name}  " in out and help_line in out
+        assert module == f"sisr.cli.{name}"
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "the following arguments are required: COMMAND" in capsys.readouterr().err
+    assert main(["upscal"]) == 2
+    assert "argument COMMAND: invalid choice: 'upscal'" in capsys.readouterr().err
+    assert main(["--bogus", "models"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert main(["models", "extra"]) == 2
+    assert "usage: sisr models" in capsys.readouterr().err
+
+
+def test_a_sisr_error_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stderr = io.StringIO()
-    stderr.isatty = lambda: True  # type: ignore[method-assign]
-    monkeypatch.setattr(sys, "stderr", stderr)
-    write_image(tmp_path / "a.png", small)
-    write_image(tmp_path / "b.png", small[:, ::-1])
-    argv = ["upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "o")]
-    assert main([*argv, "-m", str(checkpoint)]) == 0
-    text = stderr.getvalue()
-    assert "[1/2] a.png" in text and "[2/2] b.png" in text
-    assert text.endswith("[2/2] done\n")
+    import sisr.cli.models
+
+    def fail(args: object) -> int:
+        raise SisrError("first line\n  second line")
+
+    monkeypatch.setattr(sisr.cli.models, "run", fail)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err == "sisr: error: first line second line\n"
+
+
+def test_ctrl_c_while_importing_a_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A KeyboardInterrupt can arrive during the imports (torch's take seconds): one line, status 130.
+    def interrupted(name: str) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert main(["upscale", "x.png"]) == 130
+    assert capsys.readouterr() == ("", "sisr: error: interrupted\n")
+
+
+def test_ctrl_c_during_an_import_waits_for_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Raised inside an import, a KeyboardInterrupt can meet C code that turns it into an ImportError
+    # (numpy) or aborts the process (torch's C++): it is raised as soon as the import is over.
+    (tmp_path / "slow_import.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "for _ in range(20):\n"
+        "    time.sleep(0.01)\n"
+        "DONE = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reached = []
+
+    def command(argv: list[str]) -> int:
+        import slow_import
+
+        reached.append(slow_import.DONE)
+        for _ in range(100):
+            time.sleep(0.01)
+        reached.append("after the interrupt")
+        return 0
+
+    monkeypatch.setattr(sisr.cli, "run_command", command)
+    monkeypatch.delitem(sys.modules, "slow_import", raising=False)
+    assert main([]) == 130
+    assert capsys.readouterr() == ("", "sisr: error: interrupted\n")
+    assert reached == [True]
+
+
+def test_an_interrupt_that_python_would_swallow_is_raised_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C landing in a __del__ or weakref callback (the import lock has one): Python prints
+    # "Exception ignored in ..." and carries on. main raises it again, outside the callback.
+    class Finalised:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    def command(argv: list[str]) -> int:
+        Finalised()
+        for _ in range(200):
+            time.sleep(0.01)
+        return 0
+
+    monkeypatch.setattr(sisr.cli, "run_command", command)
+    assert main([]) == 130
+    assert capsys.readouterr() == ("", "sisr: error: interrupted\n")
+
+
+def test_a_keyboard_interrupt_turned_into_another_error_by_c_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # numpy's C import turns a KeyboardInterrupt into "ImportError: ... could not import module": after a
+    # real SIGINT, whatever the exception, the run was interrupted.
+    def command(argv: list[str]) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            raise ImportError("PyCapsule_Import could not import module") from None
+        return 0
+
+    monkeypatch.setattr(sisr.cli, "run_command", command)
+    assert main([]) == 130
+    assert capsys.readouterr() == ("", "sisr: error: interrupted\n")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real signals, sent to a real `python -m sisr upscale` at moments from the imports to the writing
+
+
+@pytest.fixture(scope="module")
+def upscale_job(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The arguments of a run over a folder of images that takes a few seconds."""
+    import torch
+
+    from sisr.data.images import write_image
+    from sisr.models import create_model
+
+    root = tmp_path_factory.mktemp("job")
+    torch.manual_seed(0)
+    torch.save(create_model("seemore-t", 2).state_dict(), root / "net.pth")
+    (root / "in").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_image(root / "in" / f"{i}.png", rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    return [str(root / "in"), "-m", str(root / "net.pth"), "--tile", "48"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "delay"),
+    [
+        (signal.SIGINT, 0.3),  # while torch is being imported (seconds on a busy machine)
+        (signal.SIGINT, 1.5),
+        (signal.SIGINT, None),  # once the first image is written: during the network or a write
+        (signal.SIGTERM, 0.3),
+        (signal.SIGTERM, None),
+    ],
+)
+def test_a_signal_at_any_moment_gives_one_line_and_no_temporary_file(
+    upscale_job: list[str], tmp_path: Path, sig: signal.Signals, delay: float | None
+) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sisr", "upscale", *upscale_job, "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    first = ""
+    if delay is None:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "INPUT -> OUTPUT (x2, MODEL)" once the first image is written
+        assert " -> " in first
+    else:
+        time.sleep(delay)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    stdout = first + stdout
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal")  # a very fast machine: nothing to interrupt
+    status, word = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}[sig]
+    assert stderr == f"sisr: error: {word}\n"
+    # CPython ends a process by SIGINT itself (which shells show as status 130, too) when the
+    # KeyboardInterrupt passed through C code that ran Python code, as torch's import does.
+    assert proc.returncode == status or (sig == signal.SIGINT and proc.returncode == -signal.SIGINT)
+    written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert all(not name.startswith(".") for name in written), written  # no hidden .tmp left
+    assert len(stdout.splitlines()) == len(written)  # every reported file is there, and only those
+    if delay is None:
+        assert 1 <= len(written) < 6
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_worker_ends_quietly_on_sigterm() -> None:
+    # Data loader and process pool workers are forked with main's SIGTERM handler: in them it must not
+    # raise (a traceback per worker), but end the worker as the default action would.
+    restore = sisr.cli._catch_signals([])
+    try:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            try:
+                time.sleep(30)
+            except BaseException:
+                os._exit(3)
+            os._exit(0)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        restore()
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_a_signal_still_waiting_when_the_command_ends_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SIGTERM during an import waits for its end; the command finishes first: still status 143.
+    (tmp_path / "last_import.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "last_import", raising=False)
+
+    def command(argv: list[str]) -> int:
+        import last_import  # noqa: F401
+
+        return 0
+
+    monkeypatch.setattr(sisr.cli, "run_command", command)
+    assert main([]) == 143
+    assert capsys.readouterr() == ("", "sisr: error: terminated\n")
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_while_torch_is_imported_stops_at_once(tmp_path: Path) -> None:
+    # The first waits for the end of torch's import (seconds on a busy machine); the second ends the run.
+    argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "-m", "seemore-t-x2"]
+    proc = subprocess.Popen([sys.executable, "-m", "sisr", *argv], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert stderr == "sisr: error: interrupted\n"
+    assert proc.returncode in (130, -signal.SIGINT)
+    assert list(tmp_path.iterdir()) == []

@@ -11,9 +11,15 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from sisr.cli import main as sisr_main
 from sisr.errors import SisrError
 from sisr.imresize import imresize
-from sisr.prepare import PrepareWarning, extract_subimages, main, make_lmdb, make_lr, tile_positions
+from sisr.prepare import PrepareWarning, extract_subimages, make_lmdb, make_lr, tile_positions
+
+
+def main(argv: list[str]) -> int:
+    """``sisr prepare ARGV...``, in-process."""
+    return sisr_main(["prepare", *argv])
 
 
 def _save(folder: Path, name: str, pixels: np.ndarray) -> Path:

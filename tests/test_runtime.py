@@ -54,7 +54,7 @@ def test_the_command_line_applies_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from sisr import cli
 
     calls = []
-    monkeypatch.setattr(cli, "reuse_freed_memory", lambda: calls.append(True))
+    monkeypatch.setattr(runtime, "reuse_freed_memory", lambda: calls.append(True))  # read when a command runs
     assert cli.main(["models"]) == 0
     assert calls == [True]
 

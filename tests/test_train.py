@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import socket
@@ -21,6 +20,7 @@ from PIL import Image
 from skimage import data
 
 from sisr.checkpoint import load_model, save_checkpoint
+from sisr.cli import run_command
 from sisr.config import LossConfig, OptimConfig, SchedulerConfig, from_dict, load_config
 from sisr.errors import SisrError
 from sisr.models import build
@@ -29,7 +29,6 @@ from sisr.train import (
     EMA,
     _rng_state,
     _set_rng_state,
-    add_train_command,
     load_pretrained,
     make_loss,
     make_optimizer,
@@ -136,10 +135,7 @@ def _records(exp: Path) -> list[dict[str, Any]]:
 
 
 def _run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sisr")
-    add_train_command(parser.add_subparsers(required=True))
-    args = parser.parse_args(argv)
-    return args.run(args)
+    return run_command(argv)  # as `sisr` runs it, but a SisrError propagates
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -398,7 +394,7 @@ def test_bad_configs_and_options_are_one_line_errors(images: Path, tmp_path: Pat
         "--train.total_iter=abc": "train.total_iter: expected an integer",
         "--datasets.train.gt_size=33": "not a multiple of scale",
         "--train.optim_g.betass=[0.9,0.9]": "did you mean 'betas'",
-        "--path.pretrain_network_g=/nonexistent.pth": "/nonexistent.pth",
+        "--path.pretrain_network_g=/nonexistent.pth": "/nonexistent.pth: no such file",
         "--resume=/nonexistent.pth": "no checkpoint to resume",
         "--train.pixel_opt.reduction=none": "no single number to minimise",
     }

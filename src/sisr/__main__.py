@@ -1,5 +1,11 @@
 """``python -m sisr``: the same as the ``sisr`` command."""
 
-from sisr.cli import main
+import sys
+
+try:
+    from sisr.cli import main
+except KeyboardInterrupt:  # Ctrl-C in the few milliseconds before main can catch it
+    print("sisr: error: interrupted", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

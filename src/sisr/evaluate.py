@@ -28,32 +28,33 @@ image of every set before the first forward pass and report all problems in one 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from sisr.argtypes import non_negative_int, positive_int
 from sisr.data.build import find_benchmark
 from sisr.data.datasets import format_problems
 from sisr.errors import SisrError
 
+if TYPE_CHECKING:
+    from sisr.config import Config
+
 __all__ = [
     "Failure",
     "MetricSpec",
-    "add_evaluate_command",
-    "add_test_command",
     "check_datasets",
     "dataset_name",
+    "evaluate_benchmarks",
+    "evaluate_config",
     "evaluate_dataset",
     "evaluate_datasets",
     "find_benchmark",
@@ -536,64 +537,51 @@ def _write_text(path: str, text: str) -> None:
 # sisr evaluate
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """Options shared by ``evaluate`` and ``test``; ``defaults=False`` leaves them unset (None)."""
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=1 if defaults else None,
-        metavar="N",
-        help="run up to N images of equal size together; the numbers do not change (default: 1)",
-    )
-    p.add_argument(
-        "--self-ensemble",
-        action="store_true",
-        default=False if defaults else None,
-        help="average the outputs of the 8 flips/rotations (the papers' '+' results)",
-    )
-    p.add_argument(
-        "--tile", type=positive_int, default=None, metavar="N", help="run in N x N tiles (default: whole)"
-    )
-    p.add_argument(
-        "--device", default="cpu" if defaults else None, help="cpu, cuda, cuda:N or mps (default: cpu)"
-    )
+def evaluate_benchmarks(
+    weights: str,
+    data: Sequence[str | os.PathLike[str]],
+    *,
+    expect_scale: int | None = None,
+    crop_border: int | None = None,
+    y_channel: bool = True,
+    batch_size: int = 1,
+    self_ensemble: bool = False,
+    tile: int | None = None,
+    device: str = "cpu",
+    save_dir: str | os.PathLike[str] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    markdown_path: str | os.PathLike[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Scores a model on benchmark folders and prints the table (what ``sisr evaluate`` does).
 
+    Args:
+        weights: A checkpoint file or a shipped model's name.
+        data: Benchmark folders (see :func:`find_benchmark`); all are checked before any work.
+        expect_scale: Refuse a model of another scale; None takes the model's.
+        crop_border: Pixels removed from every edge before scoring; None: the scale.
+        y_channel: Score the BT.601 luma (the papers' protocol) rather than RGB.
+        batch_size: Images of equal size run together; the numbers do not change.
+        self_ensemble: Average the outputs of the 8 flips/rotations.
+        tile: Tile size in LR pixels, or None for whole images.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        save_dir: Write SR images to ``save_dir/<set>/<name>.png``.
+        json_path: Also write all numbers as JSON there.
+        markdown_path: Also write the table as Markdown there.
 
-def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``sisr evaluate`` to the command line's subparsers (sets ``args.run``)."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="score a model on benchmark sets (PSNR/SSIM as the papers)",
-        description=(
-            "Super-resolve benchmark sets and print PSNR and SSIM as the papers compute them: output "
-            "rounded to 8 bits, 'scale' border pixels cropped, luma (BT.601) only. A set is a folder "
-            "with HR/ and LR_bicubic/X<s>/ (<name>x<s>.png), or GTmod12/ and LRbicx<s>/; without LR "
-            "images for the scale, they are made from HR with MATLAB's bicubic imresize."
-        ),
-    )
-    p.add_argument("-m", "--model", required=True, metavar="MODEL", help="checkpoint or shipped model name")
-    p.add_argument("--data", required=True, nargs="+", metavar="DIR", help="benchmark folders")
-    p.add_argument("--scale", type=positive_int, default=None, help="check the model's scale (default: it)")
-    p.add_argument(
-        "--crop-border", type=non_negative_int, default=None, metavar="N", help="default: the scale"
-    )
-    p.add_argument("--no-y", action="store_true", help="score RGB instead of the luma")
-    _add_run_options(p, defaults=True)
-    p.add_argument("--save", default=None, metavar="DIR", help="write SR images to DIR/<set>/<name>.png")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write all numbers as JSON")
-    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
-    p.set_defaults(run=_run_evaluate)
+    Returns:
+        One result of :func:`evaluate_dataset` per folder, with ``"lr"`` telling where its LR came from.
 
-
-def _run_evaluate(args: argparse.Namespace) -> int:
+    Raises:
+        SisrError: A bad model, folder or option.
+    """
     from sisr.checkpoint import load_model
     from sisr.models import scale_of
 
-    model = load_model(args.model, device=args.device)
+    model = load_model(weights, device=device)
     scale = scale_of(model)
-    if args.scale is not None and args.scale != scale:
-        raise SisrError(f"--scale {args.scale}: the model {args.model} is x{scale}")
-    folders = find_benchmarks(args.data, scale)  # every image of every set checked before any work
+    if expect_scale is not None and expect_scale != scale:
+        raise SisrError(f"--scale {expect_scale}: the model {weights} is x{scale}")
+    folders = find_benchmarks(data, scale)  # every image of every set checked before any work
     for folder in folders:
         if getattr(folder, "generates_lr", False):
             print(
@@ -606,65 +594,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             model,
             folder,
             scale=scale,
-            crop_border=args.crop_border,
-            y_channel=not args.no_y,
-            batch_size=args.batch_size,
-            self_ensemble=args.self_ensemble,
-            tile=args.tile,
-            save_dir=save_dir_of(args.save, folder),
+            crop_border=crop_border,
+            y_channel=y_channel,
+            batch_size=batch_size,
+            self_ensemble=self_ensemble,
+            tile=tile,
+            save_dir=save_dir_of(save_dir, folder),
             progress=_progress_printer(dataset_name(folder)),
         ),
     )
     print(format_results(results, "text"), end="", flush=True)
-    if args.json is not None:
-        _write_text(args.json, format_results(results, "json"))
-    if args.markdown is not None:
-        _write_text(args.markdown, format_results(results, "markdown"))
+    if json_path is not None:
+        _write_text(json_path, format_results(results, "json"))
+    if markdown_path is not None:
+        _write_text(markdown_path, format_results(results, "markdown"))
     raise_failures(failures, finished=len(results))
-    return 0
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------
 # sisr test
-
-
-def add_test_command(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``sisr test`` to the command line's subparsers (sets ``args.run``)."""
-    p = subparsers.add_parser(
-        "test",
-        help="evaluate the test datasets of a BasicSR-style config",
-        description=(
-            "Load CONFIG (BasicSR option file, e.g. the official test_*.yml), build network_g, load "
-            "path.pretrain_network_g into it (the checkpoint must match network_g), and score every "
-            "test/val dataset with the metrics of val.metrics. Options after CONFIG may be config "
-            "overrides, KEY=VALUE or --KEY=VALUE (e.g. path.pretrain_network_g=net.pth)."
-        ),
-    )
-    _add_run_options(p, defaults=False)
-    p.add_argument("config", metavar="CONFIG", help="YAML option file")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(run=_run_test)
-
-
-def _split_test_args(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str]]:
-    """Options given after CONFIG, and the config overrides among them."""
-    parser = argparse.ArgumentParser(prog="sisr test", add_help=False)
-    _add_run_options(parser, defaults=False)
-    try:
-        later, unknown = parser.parse_known_args(args.rest)
-    except SystemExit:
-        raise SisrError(f"cannot parse options after the config: {' '.join(args.rest)}") from None
-    overrides = []
-    for item in unknown:
-        text = item.removeprefix("--")
-        if "=" not in text:
-            raise SisrError(f"{item!r}: expected an option or a config override KEY=VALUE")
-        overrides.append(text)
-    merged = argparse.Namespace(**vars(args))
-    for key, value in vars(later).items():
-        if value is not None:
-            setattr(merged, key, value)
-    return merged, overrides
 
 
 def _load_for_config(config: Any, device: str) -> nn.Module:
@@ -699,17 +648,38 @@ def _load_for_config(config: Any, device: str) -> nn.Module:
     return model.to(dev).eval()
 
 
-def _run_test(args: argparse.Namespace) -> int:
+def evaluate_config(
+    config: Config,
+    *,
+    batch_size: int = 1,
+    self_ensemble: bool = False,
+    tile: int | None = None,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Scores ``network_g`` with ``path.pretrain_network_g`` on a config's val/test datasets, with the
+    metrics of ``val.metrics``, and prints the table (what ``sisr test`` does).
+
+    Args:
+        config: A loaded config (:func:`sisr.config.load_config`).
+        batch_size: Images of equal size run together; the numbers do not change.
+        self_ensemble: Average the outputs of the 8 flips/rotations (also on with ``val.self_ensemble``).
+        tile: Tile size in LR pixels, or None for whole images.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Returns:
+        One result of :func:`evaluate_dataset` per dataset.
+
+    Raises:
+        SisrError: A config that cannot test, or weights that do not match ``network_g``.
+    """
     import sys
 
-    from sisr.config import load_config, validate_for_testing
+    from sisr.config import validate_for_testing
     from sisr.data.build import datasets_from_config
 
-    args, overrides = _split_test_args(args)
-    config, _ = load_config(args.config, overrides)
     for warning in validate_for_testing(config):
         print(f"sisr: warning: {warning}", file=sys.stderr, flush=True)
-    model = _load_for_config(config, args.device or "cpu")
+    model = _load_for_config(config, device)
     scale = config.scale
     val = config.val
     specs: dict[str, MetricSpec] = {}
@@ -718,7 +688,7 @@ def _run_test(args: argparse.Namespace) -> int:
             specs[metric_name] = MetricSpec(
                 kind=metric.kind, crop_border=metric.crop_border, y_channel=metric.test_y_channel
             )
-    self_ensemble = bool(args.self_ensemble) or (val is not None and val.self_ensemble)
+    self_ensemble = self_ensemble or (val is not None and val.self_ensemble)
     save_root = None
     suffix = None
     if val is not None and val.save_img:
@@ -734,9 +704,9 @@ def _run_test(args: argparse.Namespace) -> int:
             dataset,
             scale=scale,
             metrics=specs,
-            batch_size=args.batch_size or 1,
+            batch_size=batch_size,
             self_ensemble=self_ensemble,
-            tile=args.tile,
+            tile=tile,
             save_dir=save_dir_of(save_root, dataset),
             save_suffix=suffix,
             progress=_progress_printer(dataset_name(dataset)),
@@ -744,4 +714,4 @@ def _run_test(args: argparse.Namespace) -> int:
     )
     print(format_results(results, "text"), end="", flush=True)
     raise_failures(failures, finished=len(results))
-    return 0
+    return results

@@ -45,7 +45,9 @@ def upscale_image(model: nn.Module, image: Image, *, tile: int | None = None, ov
     return dataclasses.replace(image, pixels=first, later_frames=tuple(later))
 
 
-def upscale(model: nn.Module, image: np.ndarray, *, tile: int | None = None, overlap: int = 16) -> np.ndarray:
+def upscale(
+    model: nn.Module, image: np.ndarray, *, tile: int | None = None, overlap: int | None = None
+) -> np.ndarray:
     """Super-resolves a uint8 or uint16 image.
 
     Pixels are scaled to [0, 1] and run through `model` on the device of its parameters; the result is
@@ -62,7 +64,7 @@ def upscale(model: nn.Module, image: np.ndarray, *, tile: int | None = None, ove
             first); it is not moved or modified.
         image: ``(H, W)`` or ``(H, W, C)`` array, C in (1, 2, 3, 4), dtype uint8 or uint16.
         tile: Tile size in input pixels, or None for the whole image at once.
-        overlap: Overlap between neighbouring tiles in input pixels.
+        overlap: Overlap between neighbouring tiles in input pixels; None: 16, or half a smaller tile.
 
     Returns:
         ``(sH, sW)`` or ``(sH, sW, C)`` array of the input's dtype.
@@ -105,7 +107,9 @@ def upscale(model: nn.Module, image: np.ndarray, *, tile: int | None = None, ove
     return out[:, :, 0] if squeeze else out
 
 
-def upscale_tensor(model: nn.Module, x: Tensor, *, tile: int | None = None, overlap: int = 16) -> Tensor:
+def upscale_tensor(
+    model: nn.Module, x: Tensor, *, tile: int | None = None, overlap: int | None = None
+) -> Tensor:
     """Runs `model` on a batch, in overlapping tiles if `tile` is smaller than the image.
 
     Each tile is moved to the device and dtype of the model's parameters, and its output is accumulated
@@ -119,7 +123,8 @@ def upscale_tensor(model: nn.Module, x: Tensor, *, tile: int | None = None, over
         x: (B, 3, H, W) input.
         tile: Tile size in input pixels (square), or None to run on the whole image. Along a side that is
             not longer than `tile` there is a single tile.
-        overlap: Overlap between neighbouring tiles in input pixels, 0 <= overlap < tile.
+        overlap: Overlap between neighbouring tiles in input pixels, 0 <= overlap < tile; None: 16, or
+            half the tile when that is smaller (the one place this default is applied).
 
     Returns:
         (B, 3, s*H, s*W) output on the device of `x`, in the model's dtype.
@@ -131,6 +136,8 @@ def upscale_tensor(model: nn.Module, x: Tensor, *, tile: int | None = None, over
     if tile is not None:
         if tile < max(1, min_size):
             raise SisrError(f"tile size must be at least {max(1, min_size)} for this model, got {tile}")
+        if overlap is None:
+            overlap = min(16, tile // 2)
         if not 0 <= overlap < tile:
             raise SisrError(
                 f"tile overlap must be at least 0 and smaller than the tile size {tile}, got {overlap}"

@@ -22,14 +22,12 @@ input raise :class:`~sisr.errors.SisrError` naming the file.
 
 from __future__ import annotations
 
-import argparse
 import io
 import multiprocessing
 import os
 import re
 import secrets
 import shutil
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -46,10 +44,7 @@ from sisr.errors import SisrError
 __all__ = [
     "PrepareWarning",
     "Summary",
-    "add_commands",
-    "build_parser",
     "extract_subimages",
-    "main",
     "make_lmdb",
     "make_lr",
     "tile_positions",
@@ -394,107 +389,3 @@ def make_lmdb(
             raise SisrError(f"cannot write LMDB {out}: {_one_line(e)}") from e
         raise
     return Summary(images=len(files), written=len(files))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------
-
-
-def build_parser(prog: str = "sisr prepare") -> argparse.ArgumentParser:
-    """The stand-alone ``sisr prepare`` argument parser (see :func:`add_commands`)."""
-    parser = argparse.ArgumentParser(prog=prog, description="Prepare super-resolution datasets.")
-    add_commands(parser)
-    return parser
-
-
-def add_commands(parser: argparse.ArgumentParser) -> None:
-    """Adds the subcommands ``lr``, ``subimages`` and ``lmdb`` to ``parser``.
-
-    Each sets ``args.run``, a function ``(args) -> int`` that raises :class:`~sisr.errors.SisrError` on
-    user errors and prints left-out inputs as ``sisr: warning: ...`` lines. The main CLI can mount the
-    group with ``add_commands(subparsers.add_parser("prepare", help=...))``.
-    """
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
-    lr = commands.add_parser("lr", help="make bicubic LR images OUT_DIR/X{s}/{name}x{s}.png")
-    lr.add_argument("hr_dir", metavar="HR_DIR", help="folder of HR images")
-    lr.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
-    lr.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="scales (default: 2 3 4)")
-    lr.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
-    lr.set_defaults(run=_run_lr)
-
-    sub = commands.add_parser("subimages", help="cut images into overlapping squares (BasicSR tiling)")
-    sub.add_argument("in_dir", metavar="IN_DIR", help="folder of images")
-    sub.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
-    sub.add_argument("--crop-size", type=int, default=480, help="side of the squares (default: 480)")
-    sub.add_argument("--step", type=int, default=240, help="stride between squares (default: 240)")
-    sub.add_argument("--thresh-size", type=int, default=0, help="edge remainder to ignore (default: 0)")
-    sub.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
-    sub.add_argument(
-        "--keep-scale-suffix", action="store_true", help="keep a trailing x2/x3/x4 in the output names"
-    )
-    sub.set_defaults(run=_run_subimages)
-
-    pack = commands.add_parser("lmdb", help="pack a folder of images into a BasicSR-compatible LMDB")
-    pack.add_argument("in_dir", metavar="IN_DIR", help="folder of images")
-    pack.add_argument("out_path", metavar="OUT.lmdb", help="LMDB folder to create")
-    pack.add_argument("--compress-level", type=int, default=1, help="PNG compression 0-9 (default: 1)")
-    pack.set_defaults(run=_run_lmdb)
-
-
-def _run_lr(args: argparse.Namespace) -> int:
-    summary = make_lr(args.hr_dir, args.out_dir, args.scales, workers=args.workers)
-    scales = ", ".join(f"x{s}" for s in sorted(set(args.scales)))
-    print(f"wrote {summary.written} LR images ({summary.images} HR images at {scales}) to {args.out_dir}")
-    return 0
-
-
-def _run_subimages(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PrepareWarning)
-        summary = extract_subimages(
-            args.in_dir,
-            args.out_dir,
-            crop_size=args.crop_size,
-            step=args.step,
-            thresh_size=args.thresh_size,
-            workers=args.workers,
-            strip_scale_suffix=not args.keep_scale_suffix,
-        )
-    for w in caught:
-        print(f"sisr: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
-    left_out = f", {len(summary.skipped)} left out" if summary.skipped else ""
-    print(f"wrote {summary.written} sub-images from {summary.images} images{left_out} to {args.out_dir}")
-    return 0
-
-
-def _run_lmdb(args: argparse.Namespace) -> int:
-    summary = make_lmdb(args.in_dir, args.out_path, compress_level=args.compress_level)
-    print(f"wrote {summary.written} images to {args.out_path}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``sisr prepare``.
-
-    Args:
-        argv: Arguments after ``prepare``; None reads ``sys.argv[1:]``.
-
-    Returns:
-        0 on success, 1 after a user error (one line ``sisr: error: ...`` on stderr), 2 for a usage
-        error, 130 when interrupted.
-    """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help or a usage error; argparse has printed the message
-        return e.code if isinstance(e.code, int) else 2
-    try:
-        return args.run(args)
-    except SisrError as e:
-        print(f"sisr: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("sisr: error: interrupted", file=sys.stderr)
-        return 130

@@ -38,14 +38,12 @@ absent ``param_key_g`` is an error, not a silent fallback to ``params``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,9 +71,7 @@ from sisr.config import (
     OptimConfig,
     SchedulerConfig,
     build_network,
-    dry_run,
     dump_config,
-    load_config,
     network_args,
     validate_for_training,
 )
@@ -88,7 +84,6 @@ from sisr.runtime import resolve_device
 __all__ = [
     "EMA",
     "TrainResult",
-    "add_train_command",
     "experiment_dir",
     "load_pretrained",
     "make_loss",
@@ -823,71 +818,3 @@ def _train(
 
     log.close()
     return TrainResult(model=model, ema=None if ema is None else ema.module, step=step, experiment_dir=root)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command line: ``sisr train CONFIG [--key.sub=value ...] [--dry-run] [--resume [PATH]]``
-
-
-class _TrainParser(argparse.ArgumentParser):
-    """Moves ``--dotted.key=value`` tokens into ``args.overrides`` before the usual parsing."""
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        tokens = list(sys.argv[1:] if args is None else args)
-        known = {s for action in self._actions for s in action.option_strings}
-        overrides, rest = [], []
-        for token in tokens:
-            if token.startswith("--") and "=" in token and token.split("=", 1)[0] not in known:
-                overrides.append(token[2:])
-            else:
-                rest.append(token)
-        ns, extra = super().parse_known_args(rest, namespace)
-        ns.overrides = [*overrides, *(getattr(ns, "overrides", None) or [])]
-        return ns, extra
-
-
-def add_train_command(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``sisr train`` to the command line's subcommands."""
-    p = subparsers.add_parser(
-        "train",
-        help="train a network from a BasicSR-style option file",
-        description=(
-            "Train a network. Any option of the file can be overridden with --dotted.key=value (or "
-            "dotted.key=value), the value read as YAML, e.g. --train.total_iter=1000. Under torchrun "
-            "every process trains on its shard of the data (batch_size_per_gpu is per process)."
-        ),
-    )
-    p.__class__ = _TrainParser  # argparse builds subparsers from one class; only the parsing differs
-    p.add_argument("config", metavar="CONFIG", help="the YAML option file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="option overrides")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="PATH",
-        help="continue from a checkpoint (default: this experiment's models/net_g_latest.pth)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU if any)")
-    p.add_argument("--deterministic", action="store_true", help="use torch's deterministic algorithms only")
-    p.set_defaults(run=_run_train)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    resume = args.resume
-    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
-        overrides.append(resume)  # "--resume key=value": the bare flag, then an override
-        resume = True
-    if args.dry_run:
-        print(dry_run(args.config, overrides), end="")
-        return 0
-    config, ignored = load_config(args.config, overrides)
-    if int(os.environ.get("RANK", "0")) == 0:
-        for item in ignored:
-            print(f"ignored: {item.path}: {item.reason}", flush=True)
-    train(config, resume=resume, device=args.device, deterministic=args.deterministic)
-    return 0

@@ -1,4 +1,4 @@
-"""Argument types shared by the subcommands' parsers."""
+"""Argument types shared by the commands' parsers."""
 
 from __future__ import annotations
 

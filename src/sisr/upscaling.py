@@ -1,0 +1,180 @@
+"""Upscaling image files and folders with a shipped model or a checkpoint (what ``sisr upscale`` does).
+
+:func:`upscale_files` plans every output before loading the network (missing inputs, unknown output
+extensions, two inputs written to one file and outputs that would overwrite their input all fail first),
+then reads, upscales and writes each file atomically. A file that fails is reported and skipped; the others
+are still written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sisr.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    check_writable,
+    format_for_path,
+    read_image,
+    write_image,
+)
+from sisr.errors import SisrError
+
+__all__ = ["UpscaleResult", "collect_sources", "plan_jobs", "upscale_files"]
+
+
+@dataclass(frozen=True)
+class UpscaleResult:
+    """One input file and what became of it."""
+
+    source: Path
+    target: Path
+    scale: int
+    model: str  # the shipped model's name or the checkpoint path, as given
+    error: SisrError | None = None  # None: `target` was written
+
+
+def upscale_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    model: str | None = None,
+    scale: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    device: str = "cpu",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_start: Callable[[int, int, Path], None] | None = None,
+    on_result: Callable[[UpscaleResult], None] | None = None,
+) -> list[UpscaleResult]:
+    """Upscales image files and folders of images.
+
+    With a single input file, `output` is the output file and its extension picks the format, unless it
+    is a folder or ends with ``/``; None writes ``NAME_xS.EXT`` beside the input. With several inputs or a
+    folder, `output` is a folder (created if needed) and every result keeps its input's file name. Folders
+    contribute their image files (not recursively, not hidden ones, sorted by name).
+
+    Args:
+        inputs: Image files and folders.
+        output: Output file or folder (see above).
+        model: A shipped model, a family of them picked by `scale`, or a checkpoint file; None: the
+            default family.
+        scale: Picks the model of a family; checked against a given file.
+        tile: Tile size in input pixels, or None for whole images.
+        overlap: Overlap of neighbouring tiles (see :func:`sisr.inference.upscale`).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        max_pixels: Images with more pixels are refused.
+        on_start: Called before each input file with its position (from 0), the number of files and
+            the file.
+        on_result: Called with each result as soon as it is known.
+
+    Returns:
+        One result per input file, in order; failed files carry their error.
+
+    Raises:
+        SisrError: If anything checked before the first image fails (inputs, outputs, the model).
+    """
+    # Imported here so that listing the commands does not pay for importing torch.
+    from sisr.checkpoint import load_model
+    from sisr.inference import upscale_image
+    from sisr.models import scale_of
+    from sisr.shipped import choose_model
+
+    names = [os.fspath(name) for name in inputs]
+    sources = collect_sources(names)  # missing inputs fail before the model is loaded
+    if output is None and (len(names) > 1 or Path(names[0]).is_dir()):
+        raise SisrError("several inputs or a folder need -o OUTPUT_FOLDER")
+    name = choose_model(model, scale)
+    network = load_model(name, device=device)
+    found = scale_of(network)
+    if scale is not None and found != scale:
+        raise SisrError(f"{name} upscales x{found}, not x{scale} (--scale)")
+    if output is None:
+        source = Path(names[0])
+        output = source.with_name(f"{source.stem}_x{found}{source.suffix}")
+    jobs = plan_jobs(names, sources, os.fspath(output))
+
+    results = []
+    for index, (source, target) in enumerate(jobs):
+        if on_start is not None:
+            on_start(index, len(jobs), source)
+        error = None
+        try:
+            image = read_image(source, max_pixels=max_pixels, all_frames=True)
+            # Before the network's long run: the format holds the channels and frames; the folder takes files.
+            check_writable(target, channels=image.pixels.shape[2], frames=len(image.frames))
+            try:
+                result = upscale_image(network, image, tile=tile, overlap=overlap)
+            except MemoryError:
+                raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
+            except RuntimeError as e:  # allocation failures of torch
+                if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+                    raise
+                raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
+            _make_folder(target.parent)
+            write_image(target, result)
+        except SisrError as e:
+            error = e
+        result = UpscaleResult(source=source, target=target, scale=found, model=name, error=error)
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+    return results
+
+
+def collect_sources(inputs: Sequence[str]) -> list[Path]:
+    """The image files that ``inputs`` name, folders expanded; missing or empty inputs fail."""
+    sources: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            # Hidden files are skipped: "._name.jpg" resource forks, editors' and other tools' temporaries.
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            )
+            if not found:
+                raise SisrError(f"{path}: folder holds no {'/'.join(IMAGE_EXTENSIONS)} files")
+            sources.extend(found)
+        elif path.is_file():
+            sources.append(path)
+        elif path.exists():
+            raise SisrError(f"{path}: not a file or folder")
+        else:
+            raise SisrError(f"{path}: no such file or folder")
+    return sources
+
+
+def plan_jobs(inputs: Sequence[str], sources: list[Path], output: str) -> list[tuple[Path, Path]]:
+    """Returns (input file, output file) pairs, checking everything that can be checked up front."""
+    out = Path(output)
+    names_folder = output.endswith(("/", os.sep)) or out.is_dir()
+    single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and not names_folder
+    if single:
+        jobs = [(sources[0], out)]
+    else:
+        if out.exists() and not out.is_dir():
+            raise SisrError(f"{out}: exists and is not a folder (several inputs need an output folder)")
+        jobs = [(source, out / source.name) for source in sources]
+
+    seen: dict[str, Path] = {}
+    for source, target in jobs:
+        format_for_path(target)  # an unknown extension fails now, before any work
+        key = os.path.normcase(os.path.abspath(target))
+        if key in seen:
+            raise SisrError(f"{target}: would be written for both {seen[key]} and {source}")
+        seen[key] = source
+        if target.exists() and os.path.samefile(source, target):
+            raise SisrError(f"{target}: output would overwrite its input")
+    return jobs
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SisrError(f"{folder}: cannot create folder: {e.strerror or e}") from None
