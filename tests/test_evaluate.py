@@ -502,6 +502,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_equals_single_process(bench: Path, seemore_path: Path, tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
