@@ -149,11 +149,13 @@ def _fit(image: np.ndarray, max_side: int | None) -> np.ndarray:
 
 
 def _column(title: str, images: Sequence[np.ndarray], gap: int, font_size: int) -> PILImage.Image:
-    width = max(im.shape[1] for im in images)
+    font = _font(font_size)
+    left, _, right, _ = ImageDraw.Draw(PILImage.new("RGB", (1, 1))).textbbox((0, 0), title, font=font)
+    width = max(max(im.shape[1] for im in images), right - left + 4)  # the title is never cut
     title_h = font_size + 8
     height = title_h + sum(im.shape[0] for im in images) + gap * (len(images) - 1)
     col = PILImage.new("RGB", (width, height), (255, 255, 255))
-    ImageDraw.Draw(col).text((2, 3), title, fill=(0, 0, 0), font=_font(font_size))
+    ImageDraw.Draw(col).text((2, 3), title, fill=(0, 0, 0), font=font)
     y = title_h
     for im in images:
         col.paste(PILImage.fromarray(im), (0, y))
