@@ -148,18 +148,26 @@ def _fit(image: np.ndarray, max_side: int | None) -> np.ndarray:
     return _resize(image, size, PILImage.Resampling.LANCZOS)
 
 
-def _column(title: str, images: Sequence[np.ndarray], gap: int, font_size: int) -> PILImage.Image:
+def _column(
+    title: str, images: Sequence[np.ndarray], gap: int, font_size: int, *, across: bool = False
+) -> PILImage.Image:
+    """A title over ``images``, stacked downwards, or side by side when ``across``."""
     font = _font(font_size)
     left, _, right, _ = ImageDraw.Draw(PILImage.new("RGB", (1, 1))).textbbox((0, 0), title, font=font)
-    width = max(max(im.shape[1] for im in images), right - left + 4)  # the title is never cut
+    widths, heights = [im.shape[1] for im in images], [im.shape[0] for im in images]
+    spread = gap * (len(images) - 1)
+    body = (sum(widths) + spread, max(heights)) if across else (max(widths), sum(heights) + spread)
+    width = max(body[0], right - left + 4)  # the title is never cut
     title_h = font_size + 8
-    height = title_h + sum(im.shape[0] for im in images) + gap * (len(images) - 1)
-    col = PILImage.new("RGB", (width, height), (255, 255, 255))
+    col = PILImage.new("RGB", (width, title_h + body[1]), (255, 255, 255))
     ImageDraw.Draw(col).text((2, 3), title, fill=(0, 0, 0), font=font)
-    y = title_h
+    x, y = 0, title_h
     for im in images:
-        col.paste(PILImage.fromarray(im), (0, y))
-        y += im.shape[0] + gap
+        col.paste(PILImage.fromarray(im), (x, y))
+        if across:
+            x += im.shape[1] + gap
+        else:
+            y += im.shape[0] + gap
     return col
 
 
@@ -169,6 +177,7 @@ def comparison_figure(
     max_side: int | None = None,
     font_size: int = 14,
     label: str | None = None,
+    across: bool = False,
 ) -> np.ndarray:
     """Side by side: the HR image with the window, then per model its map and its KDE blended with the LR.
 
@@ -177,6 +186,8 @@ def comparison_figure(
         max_side: Shrink every panel so that its longer side is at most this many pixels.
         font_size: Height of the titles' font.
         label: Title of the first column (default: the window position).
+        across: Put each model's map and KDE side by side (one row per figure) instead of one above
+            the other.
 
     Returns:
         ``(H, W, 3)`` uint8.
@@ -197,7 +208,8 @@ def comparison_figure(
             _fit(blend(saliency_image(r.map, r.scale), r.lr), max_side),
             _fit(blend(kde_image(r.map, r.scale), r.lr), max_side),
         ]
-        columns.append(_column(f"{r.model}  DI {r.diffusion_index:.2f}", panels, gap, font_size))
+        title = f"{r.model}  DI {r.diffusion_index:.2f}"
+        columns.append(_column(title, panels, gap, font_size, across=across))
     width = sum(c.width for c in columns) + gap * (len(columns) - 1)
     figure = PILImage.new("RGB", (width, max(c.height for c in columns)), (255, 255, 255))
     x = 0
