@@ -90,7 +90,7 @@ def main() -> None:
             dis[model_name].append(results[-1].diffusion_index)
             fars[model_name].append(far_share(results[-1]))
         cells = " | ".join(
-            [f"{r.diffusion_index:.2f}" for r in results] + [f"{far_share(r):.1%}" for r in results]
+            [f"{r.diffusion_index:.2f}" for r in results] + [f"{far_share(r):.2%}" for r in results]
         )
         print(f"| {name} | ({top}, {left}) | {pos} | {kind} | {cells} |", flush=True)
         label = f"{name} ({kind.split(':')[0]})"
