@@ -327,3 +327,23 @@ def test_run_lam_bad_input_writes_nothing(hr_file, tmp_path):
     with pytest.raises(SisrError):
         run_lam(hr_file, ["no-such-model"], LamSettings(pos=(0, 0), window=8, fold=2), json_path=js)
     assert not js.exists()
+
+
+def test_parity_tolerance_catches_convention_slips(reference, monkeypatch):
+    # Off by one pixel, another bicubic or another border: each moves the map by more than the parity
+    # tolerance, so the parity test above pins these conventions down.
+    import sisr.analysis.lam as lam_module
+
+    model = seemore_from_fixture(reference)
+    h, w = (int(v) for v in reference["positions"][1])  # near the top border
+    expected = reference["map"][1]
+
+    def moved(**kwargs: object) -> float:
+        st = LamSettings(**{"pos": (h, w), **kwargs})
+        return float(np.abs(lam(model, reference["hr"], st, batch_size=25).map - expected).max())
+
+    assert moved(pos=(h + 1, w)) > 1e-2
+    assert moved(lr="matlab") > 1e-2
+    # Replicate border (aaa|abc) instead of reflect-101 (cba|abc).
+    monkeypatch.setattr(lam_module, "_reflect101", lambda n, pad: np.clip(np.arange(-pad, n + pad), 0, n - 1))
+    assert moved() > 1e-2
