@@ -22,6 +22,7 @@ from sisr.analysis.lam import (
     LamSettings,
     blur_path,
     diffusion_index,
+    edge_objective,
     gaussian_kernel,
     gini,
     lam,
@@ -104,6 +105,21 @@ def test_gaussian_kernel_conventions():
     ax = np.arange(-4, 5)
     g = np.exp(-(ax[:, None] ** 2 + ax[None] ** 2) / (2 * (1.2 + 1e-5) ** 2))  # sigma + 1e-5
     np.testing.assert_allclose(k, g / g.sum(), rtol=1e-12)
+
+
+def full_attr_grad(sr: torch.Tensor, h: int, w: int, window: int) -> torch.Tensor:
+    """LAM_Demo's attr_grad written out: edge magnitudes over the whole image, then the crop, per item."""
+    dh = (sr[:, :, :-1, :] - sr[:, :, 1:, :]) ** 2
+    dw = (sr[:, :, :, :-1] - sr[:, :, :, 1:]) ** 2
+    grad = torch.sqrt(dh[:, :, :, :-1] + dw[:, :, :-1, :])
+    return grad[:, :, h : h + window, w : w + window].sum(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("h,w", [(0, 0), (5, 7), (16, 24), (13, 20)])
+def test_edge_objective_crops_like_the_reference(h, w):
+    # (16, 24): the window touches the bottom and right borders, where there are no forward differences.
+    sr = torch.from_numpy(np.random.default_rng(1).random((2, 3, 20, 28)))
+    torch.testing.assert_close(edge_objective(sr, h, w, 4), full_attr_grad(sr, h, w, 4), rtol=1e-12, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -254,6 +270,13 @@ def test_bad_settings_get_one_line(kwargs, message):
         LamSettings(pos=(0, 0), **kwargs)
 
 
+def test_numpy_positions_are_accepted():
+    st = LamSettings(pos=(np.int64(3), np.int32(4)))
+    assert st.pos == (3, 4) and type(st.pos[0]) is int
+    with pytest.raises(SisrError, match="two integers"):
+        LamSettings(pos=(1.5, 2))
+
+
 def test_crop_to_scale_before_checking():
     # 17 x 49 at x2 is cropped to 16 x 48: a window ending at column 48 fits, one ending at 49 does not.
     hr = random_hr(17, 49)
@@ -326,6 +349,10 @@ def test_run_lam_bad_input_writes_nothing(hr_file, tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(SisrError):
         run_lam(hr_file, ["no-such-model"], LamSettings(pos=(0, 0), window=8, fold=2), json_path=js)
+    with pytest.raises(SisrError, match="does not exist") as err:
+        st = LamSettings(pos=(0, 0), window=8, fold=2)
+        run_lam(hr_file, ["seemore-t-x4"], st, map_path=tmp_path / "no" / "m.npy")
+    assert "\n" not in str(err.value)
     assert not js.exists()
 
 

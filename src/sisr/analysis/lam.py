@@ -32,6 +32,7 @@ the machine has; results do not depend on the batch size beyond float rounding.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -89,8 +90,10 @@ class LamSettings:
     lr: LrMethod = "pil"
 
     def __post_init__(self) -> None:
-        if len(self.pos) != 2 or any(isinstance(p, bool) or not isinstance(p, int) for p in self.pos):
+        pos = tuple(self.pos)
+        if len(pos) != 2 or any(isinstance(p, bool) or not isinstance(p, numbers.Integral) for p in pos):
             raise SisrError(f"the window position must be two integers (H W), got {self.pos!r}")
+        object.__setattr__(self, "pos", (int(pos[0]), int(pos[1])))  # numpy integers become ints
         if self.window < 1:
             raise SisrError(f"the window must be at least 1 pixel, got {self.window}")
         if self.fold < 1:
@@ -459,25 +462,36 @@ def summary_line(result: LamResult) -> str:
     )
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def _write_file(path: Path, write: Callable[[str], object]) -> None:
     from sisr.atomic import atomic_write
 
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise SisrError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array)
 
-    atomic_write(path, write)
+    _write_file(path, write)
 
 
 def _save_json(path: Path, data: object) -> None:
-    from sisr.atomic import atomic_write
-
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
 
-    atomic_write(path, write)
+    _write_file(path, write)
+
+
+def _check_folder_of(path: Path) -> None:
+    """Fails before any work when the file could not be written for want of its folder."""
+    if not path.parent.is_dir():
+        raise SisrError(f"{path}: cannot write: the folder {path.parent} does not exist")
 
 
 def _prepare_folder(path: Path, what: str) -> None:
@@ -527,7 +541,7 @@ def run_lam(
     from sisr.data.images import read_image
 
     if not models:
-        raise SisrError("give at least one --model")
+        raise SisrError("no model given")
     source = os.fspath(hr_path)
     hr = _rgb8(read_image(source).pixels, source)
     names = [_display_name(m) for m in models]
@@ -537,6 +551,9 @@ def run_lam(
     for net in loaded:
         s = _scale_of(net)
         _check_window(settings, hr.shape[0] - hr.shape[0] % s, hr.shape[1] - hr.shape[1] % s)
+    maps = None if map_path is None else map_paths(map_path, names)
+    for path in [*(maps or []), *([Path(json_path)] if json_path is not None else [])]:
+        _check_folder_of(path)
     if out_dir is not None:
         _prepare_folder(Path(out_dir), "figures")
 
@@ -557,8 +574,8 @@ def run_lam(
         write_window_figure(results[0], Path(out_dir) / "window.png")
         if len(results) > 1:
             write_comparison(results, Path(out_dir) / "comparison.png")
-    if map_path is not None:
-        for path, result in zip(map_paths(map_path, names), results, strict=True):
+    if maps is not None:
+        for path, result in zip(maps, results, strict=True):
             _save_npy(path, result.map.astype(np.float32))
     if json_path is not None:
         data = {
