@@ -374,3 +374,63 @@ def test_parity_tolerance_catches_convention_slips(reference, monkeypatch):
     # Replicate border (aaa|abc) instead of reflect-101 (cba|abc).
     monkeypatch.setattr(lam_module, "_reflect101", lambda n, pad: np.clip(np.arange(-pad, n + pad), 0, n - 1))
     assert moved() > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The command
+
+
+def test_cli_writes_every_file(hr_file, tmp_path, capsys):
+    from sisr.cli import main
+
+    out, js, mp = tmp_path / "figs", tmp_path / "lam.json", tmp_path / "map.npy"
+    argv = ["lam", str(hr_file), "-m", "seemore-t-x4", "--pos", "20", "24", "--window", "8", "--fold", "2"]
+    argv += ["--kernel", "5", "--lr", "matlab", "--out", str(out), "--json", str(js), "--map", str(mp)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.startswith("seemore-t-x4: DI ") and "LR matlab" in captured.out
+    data = json.loads(js.read_text())
+    assert data["settings"] == {
+        "image": str(hr_file),
+        "pos": [20, 24],
+        "window": 8,
+        "sigma": 1.2,
+        "fold": 2,
+        "kernel": 5,
+        "lr": "matlab",
+    }
+    assert np.load(mp).shape == (16, 18)  # one model: the path as given
+    assert sorted(p.name for p in out.iterdir()) == [
+        "seemore-t-x4_blend.png",
+        "seemore-t-x4_kde.png",
+        "seemore-t-x4_map.png",
+        "window.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--pos", "60", "0"], "is outside the 64x72 image"),
+        (["--pos", "0", "-3"], "is outside the 64x72 image"),
+        (["--pos", "0", "0", "--window", "65"], "smaller than the 65x65 window"),
+        (["--pos", "0", "0", "--kernel", "4"], "odd"),
+    ],
+)
+def test_cli_bad_position_gets_one_line(hr_file, tmp_path, capsys, extra, message):
+    from sisr.cli import main
+
+    js = tmp_path / "lam.json"
+    assert main(["lam", str(hr_file), "-m", "seemore-t-x4", "--json", str(js), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sisr: error: ") and message in err and err.count("\n") == 1
+    assert not js.exists()
+
+
+def test_cli_unknown_model_gets_one_line(hr_file, capsys):
+    from sisr.cli import main
+
+    assert main(["lam", str(hr_file), "-m", "no-such-model", "--pos", "0", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sisr: error: ") and "no-such-model" in err and err.count("\n") == 1

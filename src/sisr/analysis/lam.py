@@ -156,15 +156,6 @@ def modcrop_hr(hr: np.ndarray, scale: int) -> np.ndarray:
     return hr[:h, :w]
 
 
-def _matlab_lr(hr: np.ndarray, scale: int) -> np.ndarray:
-    # MERGE: replace by sisr.imresize.bicubic_lr(hr, scale) once the data branch lands; until then the
-    # same computation (MATLAB bicubic in float64 on im2double pixels, rounded like im2uint8).
-    from sisr.imresize import imresize
-
-    out = imresize(hr.astype(np.float64) / 255.0, 1.0 / scale)
-    return np.clip(np.floor(out * 255.0 + 0.5), 0, 255).astype(np.uint8)
-
-
 def make_lr(hr: np.ndarray, scale: int, method: LrMethod = "pil") -> np.ndarray:
     """The LR image LAM feeds the network, from an HR image already cropped to a multiple of ``scale``.
 
@@ -178,7 +169,9 @@ def make_lr(hr: np.ndarray, scale: int, method: LrMethod = "pil") -> np.ndarray:
         ``(H / scale, W / scale, 3)`` uint8.
     """
     if method == "matlab":
-        return _matlab_lr(hr, scale)
+        from sisr.imresize import bicubic_lr
+
+        return bicubic_lr(hr, scale)
     size = (hr.shape[1] // scale, hr.shape[0] // scale)  # PIL sizes are (width, height)
     return np.asarray(PILImage.fromarray(hr).resize(size, PILImage.Resampling.BICUBIC))
 
@@ -430,8 +423,8 @@ def lam(
 def _rgb8(pixels: np.ndarray, path: str) -> np.ndarray:
     if pixels.dtype != np.uint8:
         raise SisrError(f"{path}: LAM takes 8-bit images (as the reference), this one has 16 bits per sample")
-    if pixels.shape[2] == 1:
-        return np.repeat(pixels, 3, axis=2)
+    if pixels.shape[2] <= 2:  # gray, or gray + alpha
+        return np.repeat(pixels[:, :, :1], 3, axis=2)
     return np.ascontiguousarray(pixels[:, :, :3])  # RGBA: the reference keeps the colour channels
 
 
