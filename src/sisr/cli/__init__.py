@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sisr.cli.evaluate", "score a model on benchmark sets (PSNR/SSIM as the papers)"),
     "test": ("sisr.cli.test", "evaluate the test datasets of a BasicSR-style config"),
     "prepare": ("sisr.cli.prepare", "build training and benchmark datasets"),
+    "lam": ("sisr.cli.lam", "local attribution maps and the diffusion index of networks (LAM)"),
 }
 
 _SIGINT, _SIGTERM = 2, 15  # POSIX numbers, so that reporting needs no import
