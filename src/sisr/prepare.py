@@ -22,7 +22,6 @@ input raise :class:`~sisr.errors.SisrError` naming the file.
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import re
@@ -36,9 +35,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from sisr.atomic import atomic_write
+from sisr.data.images import encode_image, image_size, read_image, write_image
 from sisr.errors import SisrError
 
 __all__ = [
@@ -50,8 +48,6 @@ __all__ = [
     "tile_positions",
 ]
 
-# Modes Pillow writes to PNG as they are; anything else is converted to RGB first.
-_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 _SCALE_SUFFIX = re.compile(r"x\d+$")
 
 _T = TypeVar("_T")
@@ -85,32 +81,6 @@ class Summary:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _open(path: Path) -> Image.Image:
-    """Fully decoded, upright image, in a mode that PNG stores (gray, 16-bit gray or RGB(A))."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-    except Exception as e:  # Pillow reports damaged files with many exception types
-        raise SisrError(f"cannot read image {path}: {_one_line(e)}") from e
-    if im.mode not in _PNG_MODES:
-        im = im.convert("RGB")
-    return im
-
-
-def _write_png(image: Image.Image, path: Path, *, compress_level: int) -> None:
-    """Writes a PNG atomically (:func:`sisr.atomic.atomic_write`)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            image.save(f, format="PNG", compress_level=compress_level)
-
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise SisrError(f"cannot write {path}: {_one_line(e)}") from e
 
 
 def _list_images(folder: str | os.PathLike[str], *, what: str) -> list[Path]:
@@ -154,7 +124,6 @@ def _check_int(name: str, value: object, *, minimum: int) -> int:
 
 def _lr_job(job: tuple[Path, Path, tuple[int, ...]]) -> int:
     # Imported here: the sub-image and LMDB steps do not need torch (which sisr.imresize imports).
-    from sisr.data.images import read_image, write_image
     from sisr.imresize import bicubic_lr
 
     path, out_dir, scales = job
@@ -232,8 +201,8 @@ def tile_positions(length: int, crop_size: int, step: int, thresh_size: int) -> 
 
 def _subimage_job(job: tuple[Path, Path, int, int, int, bool, int]) -> tuple[int, str | None]:
     path, out_dir, crop_size, step, thresh_size, strip_scale_suffix, compress_level = job
-    im = _open(path)
-    width, height = im.size
+    pixels = read_image(path).pixels  # (H, W, C)
+    height, width = pixels.shape[:2]
     rows = tile_positions(height, crop_size, step, thresh_size)
     cols = tile_positions(width, crop_size, step, thresh_size)
     if not rows or not cols:
@@ -243,8 +212,8 @@ def _subimage_job(job: tuple[Path, Path, int, int, int, bool, int]) -> tuple[int
     for top in rows:  # row-major, numbered from 1, as BasicSR
         for left in cols:
             index += 1
-            tile = im.crop((left, top, left + crop_size, top + crop_size))
-            _write_png(tile, out_dir / f"{name}_s{index:03d}.png", compress_level=compress_level)
+            tile = pixels[top : top + crop_size, left : left + crop_size]
+            write_image(out_dir / f"{name}_s{index:03d}.png", tile, compress_level=compress_level)
     return index, None
 
 
@@ -356,11 +325,8 @@ def make_lmdb(
     # pixels, and LMDB adds at most about a page per value (and B-tree pages); the map is virtual memory.
     raw = 0
     for path in files:
-        try:
-            with Image.open(path) as im:
-                raw += im.width * im.height * 8 + 3 * 4096
-        except Exception as e:
-            raise SisrError(f"cannot read image {path}: {_one_line(e)}") from e
+        height, width = image_size(path)
+        raw += width * height * 8 + 3 * 4096
     map_size = 2 * raw + (64 << 20)
 
     _make_dir(out.parent)
@@ -373,12 +339,11 @@ def make_lmdb(
                 with env.begin(write=True) as txn:
                     for i in range(start, min(start + batch, len(files))):
                         path, key = files[i], keys[i]
-                        im = _open(path)
-                        buffer = io.BytesIO()
-                        im.save(buffer, format="PNG", compress_level=compress_level)
-                        txn.put(key.encode("utf-8"), buffer.getvalue())
-                        channels = len(im.getbands())
-                        lines.append(f"{key}.png ({im.height},{im.width},{channels}) {compress_level}\n")
+                        pixels = read_image(path).pixels  # (H, W, C)
+                        value = encode_image(pixels, "png", name=str(path), compress_level=compress_level)
+                        txn.put(key.encode("utf-8"), value)
+                        height, width, channels = pixels.shape
+                        lines.append(f"{key}.png ({height},{width},{channels}) {compress_level}\n")
         finally:
             env.close()
         (tmp / "meta_info.txt").write_text("".join(lines), encoding="utf-8")

@@ -48,7 +48,7 @@ import struct
 import sys
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
@@ -65,6 +65,7 @@ __all__ = [
     "Image",
     "check_writable",
     "decode_image",
+    "encode_image",
     "format_for_path",
     "image_size",
     "read_image",
@@ -365,7 +366,11 @@ def check_writable(
 
 
 def write_image(
-    path: str | os.PathLike[str], image: np.ndarray | Image, *, format: str | None = None
+    path: str | os.PathLike[str],
+    image: np.ndarray | Image,
+    *,
+    format: str | None = None,
+    compress_level: int | None = None,
 ) -> None:
     """Writes an image atomically: a partly written file never appears under `path`.
 
@@ -379,6 +384,7 @@ def write_image(
             too where the format holds them (see the module's table). An ICC profile is left out where
             it does not describe the written pixels (a gray profile in a WebP, which stores gray as RGB).
         format: Overrides the format chosen from the extension (see :func:`format_for_path`).
+        compress_level: PNG's zlib level, 0 (fastest) to 9 (smallest); None: 6. Other formats ignore it.
 
     Raises:
         SisrError: Unknown format, alpha or several frames for a format without them, or the file cannot
@@ -388,7 +394,46 @@ def write_image(
             durations are not one per frame.
     """
     name = os.fspath(path)
-    file_format = format_for_path(name, format)
+    encode = _encoder(name, image, format_for_path(name, format), compress_level)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w+b") as f:  # Pillow reads back what it wrote of TIFF pages
+            encode(f)
+
+    try:
+        atomic_write(name, write)
+    except OSError as e:
+        raise SisrError(f"{name}: cannot write: {_one_line(e)}") from None
+
+
+def encode_image(
+    image: np.ndarray | Image, format: str, *, name: str = "image", compress_level: int | None = None
+) -> bytes:
+    """Encodes an image in memory (an LMDB value, say) exactly as :func:`write_image` writes a file.
+
+    Args:
+        image: As for :func:`write_image`.
+        format: ``"png"``, ``"jpeg"``, ``"webp"``, ``"bmp"``, ``"tiff"`` or ``"gif"``.
+        name: What to call the image in error messages.
+        compress_level: As for :func:`write_image`.
+
+    Returns:
+        The bytes of the encoded file.
+
+    Raises:
+        SisrError, TypeError, ValueError: As :func:`write_image`.
+    """
+    buffer = io.BytesIO()
+    _encoder(name, image, format_for_path(name, format), compress_level)(buffer)
+    return buffer.getvalue()
+
+
+def _encoder(
+    name: str, image: np.ndarray | Image, file_format: str, compress_level: int | None
+) -> Callable[[BinaryIO], None]:
+    """Checks what :func:`write_image` is given and returns the function that encodes it into a file."""
+    if compress_level is not None and not 0 <= compress_level <= 9:
+        raise SisrError(f"{name}: PNG compress level {compress_level} is not between 0 and 9")
     if not isinstance(image, Image):
         image = Image(pixels=np.asarray(image), format=file_format)
     frames = [_as_hwc(pixels) for pixels in image.frames]
@@ -410,19 +455,16 @@ def write_image(
         exif=(exif if exif.startswith(_EXIF_HEADER) else _EXIF_HEADER + exif) if exif else None,
         durations=image.durations if len(frames) > 1 else None,
         loop=image.loop if len(frames) > 1 else None,
+        compress_level=compress_level,
     )
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w+b") as f:  # Pillow reads back what it wrote of TIFF pages
-            if frames[0].dtype == np.uint16 and file_format == "PNG":
-                _write_png16(f, frames[0], metadata)
-            else:
-                _save_with_pillow(f, frames, file_format, metadata)
+    def encode(f: BinaryIO) -> None:
+        if frames[0].dtype == np.uint16 and file_format == "PNG":
+            _write_png16(f, frames[0], metadata)
+        else:
+            _save_with_pillow(f, frames, file_format, metadata)
 
-    try:
-        atomic_write(name, write)
-    except OSError as e:
-        raise SisrError(f"{name}: cannot write: {_one_line(e)}") from None
+    return encode
 
 
 @dataclass(frozen=True)
@@ -431,6 +473,7 @@ class _Metadata:
     exif: bytes | None  # starting with _EXIF_HEADER
     durations: tuple[int, ...] | None = None
     loop: int | None = None
+    compress_level: int | None = None  # PNG's zlib level; None: 6
 
 
 def _check_channels(name: str, file_format: str, channels: int, frames: int) -> None:
@@ -751,6 +794,8 @@ def _save_with_pillow(
         options = {"lossless": True, "exact": True}
     elif file_format == "TIFF":
         options = {"compression": "tiff_lzw"}
+    elif file_format == "PNG" and metadata.compress_level is not None:
+        options = {"compress_level": metadata.compress_level}
     if metadata.icc_profile is not None and file_format != "BMP":
         options["icc_profile"] = metadata.icc_profile
     if metadata.exif is not None and file_format in ("PNG", "JPEG", "WEBP"):
@@ -795,7 +840,7 @@ def _write_png16(f: BinaryIO, pixels: np.ndarray, metadata: _Metadata) -> None:
         f.write(chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(metadata.icc_profile)))
     if metadata.exif is not None:  # the TIFF structure, without the JPEG's "Exif\0\0"
         f.write(chunk(b"eXIf", metadata.exif[len(_EXIF_HEADER) :]))
-    compressor = zlib.compressobj(6)
+    compressor = zlib.compressobj(6 if metadata.compress_level is None else metadata.compress_level)
     previous = np.zeros((1, rows.shape[1]), dtype=np.uint8)
     block = max(1, (1 << 22) // rows.shape[1])  # ~4 MB of row bytes per step bounds memory
     for top in range(0, height, block):
