@@ -757,7 +757,7 @@ def test_shipped_model_configs(path: Path) -> None:
         assert arch == "seemore" and {k: args[k] for k in PRESETS["seemore-t"][1]} == PRESETS["seemore-t"][1]
     else:  # the small MMA of the shipped mma-s models
         assert path.name.startswith("mma_s_")
-        assert arch == "mma" and (args["num_feat"], args["num_block"]) == (48, 6)
+        assert arch == "mma" and {k: args[k] for k in PRESETS["mma-s"][1]} == PRESETS["mma-s"][1]
     assert config.train is not None and config.train.fft_opt is not None  # the paper's L1 + FFT loss
     # 0.999 as the papers; 0.995 for the short first runs, whose EMA must forget their start sooner
     assert config.train.ema_decay in (0.999, 0.995)

@@ -21,7 +21,6 @@ from sisr.errors import SisrError
 from sisr.heldout import PHOTOS, bicubic_up, lr_of, mean_quality, measure, measure_each, photo
 from sisr.metrics import modcrop, psnr
 from sisr.models import arch_of, create_model, scale_of
-from sisr.models.mma import MMA
 from sisr.shipped import choose_model, shipped_model_info, shipped_models
 
 SHIPPED = ("mma-s-x2", "mma-s-x4", "seemore-t-x2", "seemore-t-x3", "seemore-t-x4")
@@ -39,7 +38,7 @@ def reference_network(name: str) -> torch.nn.Module:
     if family == "seemore-t":
         return create_model("seemore-t", int(scale))
     assert family == "mma-s"
-    return MMA(num_feat=48, num_block=6, upscale=int(scale), img_range=1.0)
+    return create_model("mma-s", int(scale))
 
 
 def test_the_shipped_set() -> None:
