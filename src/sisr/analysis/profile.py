@@ -330,7 +330,7 @@ def profile_model(
     latency = memory = note = None
     total = macs.conv_linear + macs.scan
     if timed and max_timed_macs is not None and total > max_timed_macs:
-        note = f"not timed: {_si(total)}MACs is over the limit of {_si(max_timed_macs)}MACs"
+        note = f"not timed: over the limit of {_si(max_timed_macs)}MACs, scan included"
     elif timed and dev.type == "cpu":
         latency, memory = _measure_in_subprocess(name, scale, input_size, repeats)
     elif timed:
@@ -402,8 +402,12 @@ def _row(p: Profile) -> str:
 
 
 def _notes(rows: Sequence[Profile], device: torch.device) -> list[str]:
-    notes = [MACS_NOTE, CUDA_MEMORY_NOTE if device.type == "cuda" else CPU_MEMORY_NOTE]
-    notes += [f"{p.model} x{p.scale}: {p.note}." for p in rows if p.note]
+    notes = [MACS_NOTE]
+    if any(p.peak_memory_mb is not None for p in rows):
+        notes.append(CUDA_MEMORY_NOTE if device.type == "cuda" else CPU_MEMORY_NOTE)
+    for note in dict.fromkeys(p.note for p in rows if p.note):  # each once, in order
+        names = ", ".join(f"{p.model} x{p.scale}" for p in rows if p.note == note)
+        notes.append(f"{names}: {note}.")
     return notes
 
 
