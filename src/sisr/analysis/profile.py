@@ -210,8 +210,9 @@ def _network(name: str, scale: int | None) -> tuple[nn.Module, str, int]:
     """
     if name in PRESETS:
         scale = DEFAULT_PRESET_SCALE if scale is None else scale
-        torch.manual_seed(0)  # the same weights in the timing subprocess
-        return create_model(name, scale), "none (preset)", scale
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            torch.manual_seed(0)  # the same weights in the timing subprocess
+            return create_model(name, scale), "none (preset)", scale
     model = load_model(name)
     own = scale_of(model)
     if scale is not None and scale != own:
