@@ -199,3 +199,14 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert cli.main(["profile", "--no-latency", *argv]) == 1
         err = capsys.readouterr().err
         assert err.startswith("sisr: error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_scan_on_meta_has_gradients_of_the_right_shapes() -> None:
+    b, d, n, length = 2, 6, 4, 50
+    shapes = {"u": (b, d, length), "delta": (b, d, length), "A": (d, n), "B": (b, n, length)}
+    shapes |= {"C": (b, n, length), "D": (d,), "z": (b, d, length), "delta_bias": (d,)}
+    x = {k: torch.empty(*s, device="meta", requires_grad=True) for k, s in shapes.items()}
+    y = sisr.ops.selective_scan(**x, delta_softplus=True, reverse=True)
+    assert y.shape == (b, d, length) and y.device.type == "meta"
+    y.sum().backward()
+    assert {k: tuple(t.grad.shape) for k, t in x.items() if t.grad is not None} == shapes
