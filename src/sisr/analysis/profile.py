@@ -137,7 +137,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int]) -> Macs:
     with torch.no_grad(), counter:
         meta(torch.empty(1, 3, height, width, device="meta"))
     counts = counter.get_flop_counts()
-    scan = counts["Global"].get(scan_op, 0)
+    scan = counts.get("Global", {}).get(scan_op, 0)
     conv_linear = counter.get_total_flops() - scan
     root = type(meta).__name__  # the counter names modules "<root class>.<path>"
     for name, layer in mixtures:
