@@ -28,7 +28,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sisr.analysis.profile import machine
 from sisr.cli.argtypes import positive_int
 from sisr.models import PRESETS, create_model
 from sisr.runtime import reuse_freed_memory
@@ -164,19 +164,6 @@ def run_cell(name: str, args: argparse.Namespace) -> dict[str, float]:
     return {"ms": 1000 * statistics.median(times[1:]), "peak_mb": max(peak - base, 0.0)}
 
 
-def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"Python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the fast rows")
@@ -194,7 +181,7 @@ def main() -> None:
         return
 
     names = QUICK if args.quick else tuple(CELLS)
-    print(f"Machine: {_machine()}\n")
+    print(f"Machine: {machine()}\n")
     print("| network | time | peak extra memory |")
     print("|---|---:|---:|")
     results: dict[str, dict[str, float]] = {}

@@ -11,7 +11,9 @@ and ``C``. As in mamba_ssm, each op has a readable reference beside it, under th
 
 - :func:`selective_scan`, the op networks call: the fused CPU kernel (:mod:`sisr.ops._fused`) on the CPU,
   mamba_ssm's CUDA kernel on CUDA when it imports, else the chunked plain-PyTorch scan
-  (:mod:`sisr.ops._chunked`), with a one-time warning on a CPU without the kernel;
+  (:mod:`sisr.ops._chunked`), with a one-time warning on a CPU without the kernel; on the meta device a
+  registered op, ``torch.ops.sisr.selective_scan``, that only makes the output's shape (a FLOP counter
+  sees it as one op per direction);
 - :func:`selective_scan_ref`: a sequential loop over the positions, in plain PyTorch, for tests;
 - :func:`selective_scan_bidirectional`: both directions of Vim's "bimamba v2", ``(y_f + y_b) * silu(z)``,
   in one kernel call on the CPU, by the same paths as :func:`selective_scan` otherwise;
@@ -25,7 +27,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +169,42 @@ def _warn_fallback() -> None:
     )
 
 
+# On the meta device (shapes only: building a network without memory, counting its operations with
+# torch.utils.flop_counter) each direction is one registered op, sisr::selective_scan, that only makes the
+# output: instant for any L, and seen whole by a FLOP counter (sisr.analysis.profile gives it a formula).
+def _scan_shape(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    reverse: bool,
+) -> Tensor:
+    """The output of one direction, (batch, d, L) like ``u``, without its values."""
+    return torch.empty_like(u)
+
+
+_scan_meta = torch.library.custom_op(
+    "sisr::selective_scan", _scan_shape, mutates_args=(), device_types="meta"
+)
+_scan_meta.register_fake(_scan_shape)  # the same shapes under FakeTensorMode (torch.compile)
+
+
+def _scan_meta_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.like = [t if isinstance(t, Tensor) else None for t in inputs[:8]]
+
+
+def _scan_meta_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    return (*(None if t is None else torch.empty_like(t) for t in ctx.like), None, None)
+
+
+_scan_meta.register_autograd(_scan_meta_backward, setup_context=_scan_meta_setup)
+
+
 def _mamba_cuda(x: ScanInputs, z: Tensor | None, delta_softplus: bool, reverse: bool) -> Tensor:
     """mamba_ssm's CUDA kernel; ``reverse`` by flipping the sequence inputs and the output."""
     assert _mamba_selective_scan_fn is not None
@@ -198,6 +236,8 @@ def selective_scan(
     - CPU: the fused kernel; when it is not built, the chunked PyTorch scan, with a one-time
       ``RuntimeWarning`` that says how to build it. Grouped ``B``/``C`` also take the chunked scan.
     - CUDA: mamba_ssm's kernel if it imports, else the chunked scan.
+    - Meta: the registered op ``torch.ops.sisr.selective_scan``, which only makes the output (and, for a
+      backward pass, the gradients) of the right shapes.
     - Other devices: the chunked scan.
 
     Every path is tested against :func:`selective_scan_ref` for outputs and gradients.
@@ -205,6 +245,8 @@ def selective_scan(
     Returns:
         (batch, d, L) in the dtype of ``u``.
     """
+    if u.device.type == "meta":
+        return _scan_meta(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     x = ScanInputs(u, delta, A, B, C, D, delta_bias)
     if u.device.type == "cpu" and _fused.supports(x):
         if _fused.available():
