@@ -21,9 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sisr.analysis.profile import DEFAULT_OUTPUT_SIZE, format_table, machine, profile_model
-from sisr.argtypes import positive_int
 from sisr.atomic import atomic_write
 from sisr.checkpoint import shipped_models
+from sisr.cli.argtypes import positive_int
 
 PRESETS = ("seemore-t", "seemore-b", "seemore-l", "mma")
 SCALES = (2, 3, 4)
