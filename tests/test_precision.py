@@ -4,11 +4,13 @@ bf16 output against fp32, and the one-line refusals of the CLI."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 import sisr.precision
 from sisr.checkpoint import load_model
@@ -140,3 +142,76 @@ def test_cli_evaluate_refuses_before_reading_data(tmp_path: Path, capsys: pytest
     status = main(["evaluate", "-m", "seemore-t-x2", "--data", str(tmp_path / "none"), "--precision", "fp16"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and "precision fp16 is not supported on cpu" in err[0]
+
+
+# --- the scan under bf16 autocast -------------------------------------------------------------------------
+# The scans are not autocast ops: under autocast they compute in float32 whatever the inputs' dtype, and
+# return the dtype of u. Tolerance against the float32 scan of unrounded inputs: 3e-2 of the output's
+# largest magnitude (bf16 keeps 8 significant bits: inputs and output are each rounded by up to 2^-9).
+SCAN_BF16_TOL = 3e-2
+
+
+def _directions(length: int = 70) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    g = torch.Generator().manual_seed(0)
+    batch, d, n = 2, 6, 16
+
+    def one() -> list[Tensor]:
+        a_log = torch.log(torch.arange(1, n + 1.0)).repeat(d, 1) + 0.2 * torch.randn(d, n, generator=g)
+        return [
+            torch.randn(batch, d, length, generator=g),  # u
+            torch.randn(batch, d, length, generator=g) - 1.0,  # delta (before bias and softplus)
+            -torch.exp(a_log),  # A
+            torch.randn(batch, n, length, generator=g),  # B
+            torch.randn(batch, n, length, generator=g),  # C
+            torch.randn(d, generator=g),  # D
+            0.1 * torch.randn(d, generator=g),  # delta_bias
+        ]
+
+    return one(), one(), torch.randn(batch, d, length, generator=g)
+
+
+def _bidirectional(fwd: list[Tensor], bwd: list[Tensor], z: Tensor) -> Tensor:
+    from sisr.ops import ScanInputs, selective_scan_bidirectional
+
+    return selective_scan_bidirectional(ScanInputs(*fwd), ScanInputs(*bwd), z, True)
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_scan_under_autocast_stays_float32(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sisr.ops import _fused
+
+    if not fused:  # the chunked PyTorch scan (no kernel built)
+        monkeypatch.setattr(_fused, "available", lambda: False)
+    elif not _fused.available():
+        pytest.skip("fused kernel not built")
+    fwd, bwd, z = _directions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the one-time "kernel not built" note
+        ref = _bidirectional(fwd, bwd, z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = _bidirectional(fwd, bwd, z)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def test_scan_of_bf16_inputs_computes_in_float32() -> None:
+    fwd, bwd, z = _directions()
+    ref = _bidirectional(fwd, bwd, z)
+
+    def bf16(ts: list[Tensor]) -> list[Tensor]:
+        return [t.bfloat16() for t in ts]
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _bidirectional(bf16(fwd), bf16(bwd), z.bfloat16())
+    assert got.dtype == torch.bfloat16
+    # float32 arithmetic on the rounded inputs, rounded once at the end ...
+    rounded = _bidirectional(
+        [t.float() for t in bf16(fwd)], [t.float() for t in bf16(bwd)], z.bfloat16().float()
+    )
+    torch.testing.assert_close(got, rounded.bfloat16(), rtol=0, atol=0)
+    # ... and so within bf16's rounding of the float32 scan of the exact inputs.
+    assert _rel(got, ref) < SCAN_BF16_TOL
