@@ -215,3 +215,20 @@ def test_scan_of_bf16_inputs_computes_in_float32() -> None:
     torch.testing.assert_close(got, rounded.bfloat16(), rtol=0, atol=0)
     # ... and so within bf16's rounding of the float32 scan of the exact inputs.
     assert _rel(got, ref) < SCAN_BF16_TOL
+
+
+# --- 1x1 convolutions ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_equals_conv2d(channels_last: bool, bias: bool) -> None:
+    from sisr.models._pointwise import PointwiseConv2d
+
+    torch.manual_seed(0)
+    conv = PointwiseConv2d(48, 254, bias=bias)
+    assert set(conv.state_dict()) == set(torch.nn.Conv2d(48, 254, 1, bias=bias).state_dict())
+    x = torch.randn(2, 48, 9, 11)
+    if channels_last:
+        x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    got, ref = conv(x), torch.nn.Conv2d.forward(conv, x)
+    assert got.shape == ref.shape
+    assert _rel(got, ref) < 1e-5
