@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from sisr.data.build import find_benchmark
 from sisr.data.datasets import format_problems
 from sisr.errors import SisrError
+from sisr.precision import Precision, check_model_precision
 
 if TYPE_CHECKING:
     from sisr.config import Config
@@ -242,6 +243,7 @@ def evaluate_dataset(
     distributed: bool = False,
     name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    precision: Precision = "fp32",
 ) -> dict[str, Any]:
     """Super-resolves every image of a dataset and scores it by the papers' protocol.
 
@@ -268,6 +270,7 @@ def evaluate_dataset(
             every rank returns the complete, identical result.
         name: The dataset's name for the report; by default ``dataset.name`` or the class name.
         progress: Called as ``progress(done, total)`` after every batch (this rank's images).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`sisr.inference.upscale_tensor`).
 
     Returns:
         ``{"dataset", "images", "scale", "self_ensemble", "metrics": {name: mean}, "settings":
@@ -282,6 +285,7 @@ def evaluate_dataset(
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SisrError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_model_precision(model, precision)
     specs = _resolve_metrics(metrics, crop_border, y_channel, scale)
     if overlap is None:
         overlap = 16 if tile is None else min(16, tile // 2)
@@ -300,7 +304,7 @@ def evaluate_dataset(
             raise SisrError(f"{out_dir}: cannot create folder: {e.strerror or e}") from None
 
     def run(x: Tensor) -> Tensor:
-        return upscale_tensor(model, x, tile=tile, overlap=overlap)
+        return upscale_tensor(model, x, tile=tile, overlap=overlap, precision=precision)
 
     def forward(x: Tensor) -> Tensor:
         return _self_ensemble(run, x) if self_ensemble else run(x)
@@ -548,6 +552,7 @@ def evaluate_benchmarks(
     self_ensemble: bool = False,
     tile: int | None = None,
     device: str = "cpu",
+    precision: Precision = "fp32",
     save_dir: str | os.PathLike[str] | None = None,
     json_path: str | os.PathLike[str] | None = None,
     markdown_path: str | os.PathLike[str] | None = None,
@@ -564,6 +569,7 @@ def evaluate_benchmarks(
         self_ensemble: Average the outputs of the 8 flips/rotations.
         tile: Tile size in LR pixels, or None for whole images.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`sisr.precision`).
         save_dir: Write SR images to ``save_dir/<set>/<name>.png``.
         json_path: Also write all numbers as JSON there.
         markdown_path: Also write the table as Markdown there.
@@ -581,6 +587,7 @@ def evaluate_benchmarks(
     scale = scale_of(model)
     if expect_scale is not None and expect_scale != scale:
         raise SisrError(f"--scale {expect_scale}: the model {weights} is x{scale}")
+    check_model_precision(model, precision)  # before the folders are read
     folders = find_benchmarks(data, scale)  # every image of every set checked before any work
     for folder in folders:
         if getattr(folder, "generates_lr", False):
@@ -599,6 +606,7 @@ def evaluate_benchmarks(
             batch_size=batch_size,
             self_ensemble=self_ensemble,
             tile=tile,
+            precision=precision,
             save_dir=save_dir_of(save_dir, folder),
             progress=_progress_printer(dataset_name(folder)),
         ),
@@ -655,6 +663,7 @@ def evaluate_config(
     self_ensemble: bool = False,
     tile: int | None = None,
     device: str = "cpu",
+    precision: Precision = "fp32",
 ) -> list[dict[str, Any]]:
     """Scores ``network_g`` with ``path.pretrain_network_g`` on a config's val/test datasets, with the
     metrics of ``val.metrics``, and prints the table (what ``sisr test`` does).
@@ -665,6 +674,7 @@ def evaluate_config(
         self_ensemble: Average the outputs of the 8 flips/rotations (also on with ``val.self_ensemble``).
         tile: Tile size in LR pixels, or None for whole images.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`sisr.precision`).
 
     Returns:
         One result of :func:`evaluate_dataset` per dataset.
@@ -680,6 +690,7 @@ def evaluate_config(
     for warning in validate_for_testing(config):
         print(f"sisr: warning: {warning}", file=sys.stderr, flush=True)
     model = _load_for_config(config, device)
+    check_model_precision(model, precision)  # before the datasets are read
     scale = config.scale
     val = config.val
     specs: dict[str, MetricSpec] = {}
@@ -707,6 +718,7 @@ def evaluate_config(
             batch_size=batch_size,
             self_ensemble=self_ensemble,
             tile=tile,
+            precision=precision,
             save_dir=save_dir_of(save_root, dataset),
             save_suffix=suffix,
             progress=_progress_printer(dataset_name(dataset)),

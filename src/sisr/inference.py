@@ -21,11 +21,19 @@ from torch import Tensor, nn
 
 from sisr.data.images import Image
 from sisr.errors import SisrError
+from sisr.precision import Precision, autocast, check_model_precision
 
 __all__ = ["tile_starts", "upscale", "upscale_image", "upscale_tensor"]
 
 
-def upscale_image(model: nn.Module, image: Image, *, tile: int | None = None, overlap: int = 16) -> Image:
+def upscale_image(
+    model: nn.Module,
+    image: Image,
+    *,
+    tile: int | None = None,
+    overlap: int = 16,
+    precision: Precision = "fp32",
+) -> Image:
     """Super-resolves every frame of an :class:`~sisr.data.images.Image` with :func:`upscale`.
 
     The result keeps what the image carries besides its pixels: the frames' order and durations, the
@@ -37,16 +45,25 @@ def upscale_image(model: nn.Module, image: Image, *, tile: int | None = None, ov
         image: A decoded image, e.g. from :func:`sisr.data.images.read_image` with ``all_frames=True``.
         tile: As for :func:`upscale`.
         overlap: As for :func:`upscale`.
+        precision: As for :func:`upscale`.
 
     Returns:
         The upscaled image; its `format` is the input's.
     """
-    first, *later = (upscale(model, pixels, tile=tile, overlap=overlap) for pixels in image.frames)
+    frames = image.frames
+    first, *later = (
+        upscale(model, pixels, tile=tile, overlap=overlap, precision=precision) for pixels in frames
+    )
     return dataclasses.replace(image, pixels=first, later_frames=tuple(later))
 
 
 def upscale(
-    model: nn.Module, image: np.ndarray, *, tile: int | None = None, overlap: int | None = None
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    precision: Precision = "fp32",
 ) -> np.ndarray:
     """Super-resolves a uint8 or uint16 image.
 
@@ -65,12 +82,13 @@ def upscale(
         image: ``(H, W)`` or ``(H, W, C)`` array, C in (1, 2, 3, 4), dtype uint8 or uint16.
         tile: Tile size in input pixels, or None for the whole image at once.
         overlap: Overlap between neighbouring tiles in input pixels; None: 16, or half a smaller tile.
+        precision: As for :func:`upscale_tensor`.
 
     Returns:
         ``(sH, sW)`` or ``(sH, sW, C)`` array of the input's dtype.
 
     Raises:
-        SisrError: Bad `tile` or `overlap`.
+        SisrError: Bad `tile` or `overlap`, or a precision refused (:func:`sisr.precision.check_precision`).
         TypeError: `image` has an unsupported dtype.
         ValueError: `image` has an unsupported shape.
     """
@@ -96,7 +114,9 @@ def upscale(
         else:
             batch = torch.stack([colour, x[-1].expand(3, -1, -1)])  # (2, 3, H, W): colour, then alpha
 
-        y = upscale_tensor(model, batch, tile=tile, overlap=overlap).float()  # (B, 3, sH, sW)
+        y = upscale_tensor(
+            model, batch, tile=tile, overlap=overlap, precision=precision
+        ).float()  # (B, 3, sH, sW)
         out = y[0].mean(dim=0, keepdim=True) if gray else y[0]
         if alpha is not None:
             out = torch.cat([out, y.new_full((1, *y.shape[2:]), alpha)])
@@ -108,7 +128,12 @@ def upscale(
 
 
 def upscale_tensor(
-    model: nn.Module, x: Tensor, *, tile: int | None = None, overlap: int | None = None
+    model: nn.Module,
+    x: Tensor,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    precision: Precision = "fp32",
 ) -> Tensor:
     """Runs `model` on a batch, in overlapping tiles if `tile` is smaller than the image.
 
@@ -125,12 +150,15 @@ def upscale_tensor(
             not longer than `tile` there is a single tile.
         overlap: Overlap between neighbouring tiles in input pixels, 0 <= overlap < tile; None: 16, or
             half the tile when that is smaller (the one place this default is applied).
+        precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast where the device runs it natively and
+            the architecture's measured gate allows it (:mod:`sisr.precision`).
 
     Returns:
         (B, 3, s*H, s*W) output on the device of `x`, in the model's dtype.
 
     Raises:
-        SisrError: `tile` < 1 or below the model's ``min_size``, or `overlap` out of range.
+        SisrError: `tile` < 1 or below the model's ``min_size``, `overlap` out of range, or a precision
+            refused (:func:`sisr.precision.check_precision`).
     """
     min_size = int(getattr(model, "min_size", 1))
     if tile is not None:
@@ -146,17 +174,22 @@ def upscale_tensor(
     device = param.device if param is not None else x.device
     dtype = param.dtype if param is not None and param.is_floating_point() else x.dtype
     height, width = x.shape[-2:]
+    check_model_precision(model, precision)
+
+    def run(part: Tensor) -> Tensor:  # (B, 3, h, w) -> (B, 3, s*h, s*w) on x's device, in `dtype`
+        with autocast(precision, device):
+            y = model(part.to(device, dtype))
+        return y.to(x.device, dtype)
 
     with torch.inference_mode():
         if height < min_size or width < min_size:
             pad_h, pad_w = max(0, min_size - height), max(0, min_size - width)
-            y = upscale_tensor(
-                model, F.pad(x, (0, pad_w, 0, pad_h), mode="replicate"), tile=tile, overlap=overlap
-            )
+            padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+            y = upscale_tensor(model, padded, tile=tile, overlap=overlap, precision=precision)
             scale = y.shape[-1] // (width + pad_w)
             return y[..., : scale * height, : scale * width]
         if tile is None or (tile >= height and tile >= width):
-            return model(x.to(device, dtype)).to(x.device)
+            return run(x)
 
         rows = tile_starts(height, tile, overlap)
         cols = tile_starts(width, tile, overlap)
@@ -164,7 +197,7 @@ def upscale_tensor(
         out = None
         for i, top in enumerate(rows):
             for j, left in enumerate(cols):
-                y = model(x[..., top : top + tile_h, left : left + tile_w].to(device, dtype)).to(x.device)
+                y = run(x[..., top : top + tile_h, left : left + tile_w])
                 if out is None:  # first tile: now the scale and output dtype are known
                     scale = y.shape[-1] // tile_w
                     if scale < 1 or y.shape[-2:] != (scale * tile_h, scale * tile_w):

@@ -22,6 +22,7 @@ from sisr.data.images import (
     write_image,
 )
 from sisr.errors import SisrError
+from sisr.precision import Precision, check_model_precision
 
 __all__ = ["UpscaleResult", "collect_sources", "plan_jobs", "upscale_files"]
 
@@ -46,6 +47,7 @@ def upscale_files(
     tile: int | None = None,
     overlap: int | None = None,
     device: str = "cpu",
+    precision: Precision = "fp32",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_start: Callable[[int, int, Path], None] | None = None,
     on_result: Callable[[UpscaleResult], None] | None = None,
@@ -66,6 +68,7 @@ def upscale_files(
         tile: Tile size in input pixels, or None for whole images.
         overlap: Overlap of neighbouring tiles (see :func:`sisr.inference.upscale`).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`sisr.precision`); checked before any file.
         max_pixels: Images with more pixels are refused.
         on_start: Called before each input file with its position (from 0), the number of files and
             the file.
@@ -92,6 +95,7 @@ def upscale_files(
     found = scale_of(network)
     if scale is not None and found != scale:
         raise SisrError(f"{name} upscales x{found}, not x{scale} (--scale)")
+    check_model_precision(network, precision)
     if output is None:
         source = Path(names[0])
         output = source.with_name(f"{source.stem}_x{found}{source.suffix}")
@@ -107,7 +111,7 @@ def upscale_files(
             # Before the network's long run: the format holds the channels and frames; the folder takes files.
             check_writable(target, channels=image.pixels.shape[2], frames=len(image.frames))
             try:
-                result = upscale_image(network, image, tile=tile, overlap=overlap)
+                result = upscale_image(network, image, tile=tile, overlap=overlap, precision=precision)
             except MemoryError:
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             except RuntimeError as e:  # allocation failures of torch

@@ -22,3 +22,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--precision fp32|bf16|fp16``, checked for the device and architecture by :mod:`sisr.precision`."""
+    from sisr.precision import PRECISIONS
+
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="inference precision: bf16 on CUDA and CPUs with AVX512-BF16 or AMX, fp16 on CUDA and MPS, "
+        "each only where the architecture's measured gate allows it (default: %(default)s)",
+    )

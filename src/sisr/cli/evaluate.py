@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sisr.cli.argtypes import non_negative_int, positive_int
+from sisr.cli.argtypes import add_precision_argument, non_negative_int, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +46,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--tile", type=positive_int, default=None, metavar="N", help="run in N x N tiles (default: whole)"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    add_precision_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         self_ensemble=args.self_ensemble,
         tile=args.tile,
         device=args.device,
+        precision=args.precision,
         save_dir=args.save,
         json_path=args.json,
         markdown_path=args.markdown,

@@ -33,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
         self_ensemble=args.self_ensemble,
         tile=args.tile,
         device=args.device,
+        precision=args.precision,
     )
     return 0

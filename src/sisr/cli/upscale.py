@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from sisr.cli import error
-from sisr.cli.argtypes import non_negative_int, positive_int
+from sisr.cli.argtypes import add_precision_argument, non_negative_int, positive_int
 from sisr.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from sisr.errors import SisrError
 
@@ -64,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: 16 or half the tile)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
+    add_precision_argument(p)
     p.add_argument(
         "--max-pixels",
         type=positive_int,
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         overlap=args.overlap,
         device=args.device,
+        precision=args.precision,
         max_pixels=args.max_pixels,
         on_start=progress.show,
         on_result=report,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sisr.models._checks import check_int, check_positive, check_rgb
+from sisr.models._pointwise import PointwiseConv2d
 from sisr.ops import ScanInputs, selective_scan_bidirectional
 
 __all__ = ["MMA", "VARIANTS"]
@@ -72,9 +73,9 @@ class FeedForward(nn.Module):
     def __init__(self, *, dim: int, ffn_expansion_factor: float = 2.66, bias: bool = True) -> None:
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.project_in = PointwiseConv2d(dim, hidden * 2, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, 1, 1, groups=hidden * 2, bias=bias)
-        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+        self.project_out = PointwiseConv2d(hidden, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
