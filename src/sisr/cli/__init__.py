@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("sisr.cli.test", "evaluate the test datasets of a BasicSR-style config"),
     "prepare": ("sisr.cli.prepare", "build training and benchmark datasets"),
     "lam": ("sisr.cli.lam", "local attribution maps and the diffusion index of networks (LAM)"),
+    "export": ("sisr.cli.export", "export a network to ONNX, verified with ONNX Runtime"),
 }
 
 _SIGINT, _SIGTERM = 2, 15  # POSIX numbers, so that reporting needs no import
