@@ -7,7 +7,7 @@ The batch, H and W are dynamic unless `static` fixes H and W. MMA is refused: it
 no exact graph formulation here yet.
 
 The file is written atomically and only kept when ONNX Runtime, on two sizes and a batch of two images
-that differ (noise and a smooth ramp), matches PyTorch within the tolerance of the precision.
+that differ (noise and a checkerboard), matches PyTorch within the tolerance of the precision.
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ def export_onnx(
 def verify_inputs(*, min_size: int, static: tuple[int, int] | None, dtype: torch.dtype) -> list[Tensor]:
     """The verification batches: two differing images at one size, and one image at a second size.
 
-    The batch of two is uniform noise and a smooth colour ramp, which SeemoRe routes to different experts
-    in some layers; with `static` both batches have the static size.
+    The batch of two is uniform noise and a one-pixel checkerboard, which the shipped SeemoRe-T x4 routes
+    to different experts in a layer; with `static` both batches have the static size.
     """
     import torch
 
@@ -151,10 +151,8 @@ def verify_inputs(*, min_size: int, static: tuple[int, int] | None, dtype: torch
         sizes = [(side, side + 8), (side + 13, side + 3)]
     (h, w), (h2, w2) = sizes
     noise = torch.rand(3, h, w, generator=g)
-    ys = torch.linspace(0, 1, h)[:, None]
-    xs = torch.linspace(0, 1, w)[None, :]
-    ramp = torch.stack([ys * xs, (1 - ys).expand(h, w), 0.5 * (ys + xs)])  # (3, h, w)
-    pair = torch.stack([noise, ramp])  # (2, 3, h, w)
+    checker = ((torch.arange(h)[:, None] + torch.arange(w)) % 2).float().expand(3, h, w)
+    pair = torch.stack([noise, checker])  # (2, 3, h, w)
     single = torch.rand(1, 3, h2, w2, generator=g)
     return [pair.to(dtype), single.to(dtype)]
 
