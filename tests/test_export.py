@@ -67,6 +67,49 @@ def test_export_formulation_matches_eager(monkeypatch: pytest.MonkeyPatch) -> No
     torch.testing.assert_close(dense, eager, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups", [0, 2])
+def test_graph_scan_equals_the_reference(groups: int) -> None:
+    # The export formulation of the bidirectional scan (one scan over the batch's sequences end to end,
+    # the state restarted by a zero decay) against the sequential reference, ungrouped and grouped B/C.
+    ss = importlib.import_module("sisr.ops.selective_scan")
+    g = torch.Generator().manual_seed(0)
+    b, d, n, length = 3, 8, 4, 13
+    bc = (b, n, length) if groups == 0 else (b, groups, n, length)
+
+    def inputs() -> ss.ScanInputs:
+        return ss.ScanInputs(
+            torch.randn(b, d, length, generator=g),
+            torch.randn(b, d, length, generator=g),
+            -torch.rand(d, n, generator=g),
+            torch.randn(*bc, generator=g),
+            torch.randn(*bc, generator=g),
+            torch.randn(d, generator=g),
+            torch.randn(d, generator=g),
+        )
+
+    forward, backward, z = inputs(), inputs(), torch.randn(b, d, length, generator=g)
+    ref = ss.selective_scan_bidirectional_ref(forward, backward, z, True)
+    graph = ss._both_directions(ss._selective_scan_graph, forward, backward, z, True)
+    torch.testing.assert_close(graph, ref, rtol=0, atol=1e-5)
+
+
+@needs_ort
+@pytest.mark.slow
+def test_mma_exports_with_the_scan_as_a_graph_loop(tmp_path: Path) -> None:
+    import onnx
+
+    out = tmp_path / "mma.onnx"
+    result = export_onnx("mma-s-x4", out)  # verified on two sizes and a batch of two
+    assert result.max_abs_diff <= 1e-4
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert "Scan" in ops
+    model = sisr.load_model("mma-s-x4")
+    x = torch.rand(1, 3, 19, 23)
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    assert np.abs(_ort(out, x) - ref).max() < 1e-4
+
+
 @pytest.fixture(scope="session")
 def t_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("onnxruntime")
@@ -143,7 +186,6 @@ def test_static_export_fixes_height_and_width(tmp_path: Path, capsys: pytest.Cap
         (["seemore-t-x4", "{tmp}/a.onnx", "--precision", "bf16"], "precision bf16 is not supported"),
         (["seemore-t-x4", "{tmp}/a.onnx", "--static", "20by20"], "--static must be HxW"),
         (["seemore-t-x4", "{tmp}/a.onnx", "--opset", "11"], "--opset must be at least 18"),
-        (["mma-s-x4", "{tmp}/a.onnx"], "ONNX export of mma is not supported yet"),
     ],
 )
 def test_export_bad_input_is_one_line(

@@ -3,8 +3,9 @@
 SeemoRe exports with its routing inside the graph: under export every mixture layer runs all its experts
 and weights them by the router's top-k softmax weights scattered over the experts (TopK and
 ScatterElements in the graph), so each image of a batch gets its own experts, as in eager evaluation.
-The batch, H and W are dynamic unless `static` fixes H and W. MMA is refused: its bidirectional scan has
-no exact graph formulation here yet.
+MMA exports its bidirectional selective scan as two ONNX ``Scan`` loops over the pixels (the reference
+recurrence, one position per iteration), so H and W stay dynamic and nothing is approximated. The batch,
+H and W are dynamic unless `static` fixes H and W.
 
 The file is written atomically and only kept when ONNX Runtime, on two sizes and a batch of two images
 that differ (noise and a checkerboard), matches PyTorch within the tolerance of the precision.
@@ -100,11 +101,6 @@ def export_onnx(
 
     model = load_model(model_source, device="cpu")
     arch = arch_of(model)
-    if arch != "seemore":
-        raise SisrError(
-            f"{model_source}: ONNX export of {arch} is not supported yet (its bidirectional scan has no "
-            "exact graph formulation here); SeemoRe models export"
-        )
     dtype = torch.float16 if precision == "fp16" else torch.float32
     model = model.to(dtype)
     scale = scale_of(model)
