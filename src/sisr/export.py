@@ -114,7 +114,13 @@ def export_onnx(
 
     def write(tmp: str) -> None:
         _export(model, tmp, opset=opset, static=static, example=inputs[0], min_size=min_size, meta=meta)
-        diff = _verify(model, tmp, inputs)
+        try:
+            diff = _verify(model, tmp, inputs)
+        except Exception as e:  # onnxruntime's errors have no common public base class
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SisrError(
+                f"{out}: ONNX Runtime cannot run the export ({first}); the file is not kept"
+            ) from None
         worst.append(diff)
         if not diff <= TOLERANCE[precision]:  # also NaN
             raise SisrError(
