@@ -84,6 +84,7 @@ def upscale_files(
     from sisr.checkpoint import load_model
     from sisr.inference import upscale_image
     from sisr.models import scale_of
+    from sisr.onnx_model import is_onnx_path
     from sisr.shipped import choose_model
 
     names = [os.fspath(name) for name in inputs]
@@ -91,8 +92,14 @@ def upscale_files(
     if output is None and (len(names) > 1 or Path(names[0]).is_dir()):
         raise SisrError("several inputs or a folder need -o OUTPUT_FOLDER")
     name = choose_model(model, scale)
-    network = load_model(name, device=device)
-    found = scale_of(network)
+    if is_onnx_path(name):  # an exported file: ONNX Runtime behind the same tiles and formats
+        from sisr.onnx_model import load_onnx_model
+
+        network = load_onnx_model(name, device=device)
+        found = network.scale
+    else:
+        network = load_model(name, device=device)
+        found = scale_of(network)
     if scale is not None and found != scale:
         raise SisrError(f"{name} upscales x{found}, not x{scale} (--scale)")
     check_model_precision(network, precision)

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("sisr.cli.prepare", "build training and benchmark datasets"),
     "lam": ("sisr.cli.lam", "local attribution maps and the diffusion index of networks (LAM)"),
     "profile": ("sisr.cli.profile", "parameters, multiply-adds, latency and memory of networks"),
+    "export": ("sisr.cli.export", "export a network to ONNX, verified with ONNX Runtime"),
 }
 
 _SIGINT, _SIGTERM = 2, 15  # POSIX numbers, so that reporting needs no import

@@ -171,8 +171,10 @@ class MoELayer(nn.Module):
         probs = F.softmax(logits, dim=1, dtype=torch.float32).to(x.dtype)
         top_w, top_idx = probs.topk(self.topk, dim=1)  # (B, topk) each
         out = x.clone()
-        if self.training:
-            # Dense: every expert on every image, non-selected experts weighted by zero.
+        if self.training or torch.onnx.is_in_onnx_export():
+            # Dense: every expert on every image, non-selected experts weighted by zero. Under ONNX export
+            # too, so that the routing stays in the graph (TopK, ScatterElements) instead of the experts
+            # chosen for the export image; adding the zero-weighted experts changes no finite output.
             dense_w = torch.zeros_like(probs).scatter(1, top_idx, top_w)  # (B, E)
             for e, expert in enumerate(self.experts):
                 out += expert(x, k) * dense_w[:, e, None, None, None]

@@ -292,10 +292,64 @@ def selective_scan_bidirectional(
     Returns:
         (batch, d, L) in the dtype of ``forward.u``.
     """
+    if torch.onnx.is_in_onnx_export():  # a graph loop that keeps L (so H and W) dynamic
+        return _both_directions(_selective_scan_graph, forward, backward, z, delta_softplus)
     on_cpu = forward.u.device.type == "cpu"
     if on_cpu and _fused.supports(forward) and _fused.supports(backward) and _fused.available():
         return _fused.selective_scan_bidirectional(forward, backward, z, delta_softplus)
     return _both_directions(selective_scan, forward, backward, z, delta_softplus)
+
+
+def _selective_scan_graph(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    reverse: bool = False,
+) -> Tensor:
+    """:func:`selective_scan_ref` as one ``torch.ops.higher_order.scan`` over L, for ONNX export.
+
+    The exporter turns it into an ONNX ``Scan`` whose body is the recurrence of one position, so the graph
+    stays small and the sequence length (H * W) stays dynamic; the arithmetic is the reference's, in
+    float32. Not for eager use: it materialises (L, batch, d, n) discretised inputs.
+    """
+    from torch._higher_order_ops.scan import scan
+
+    dtype_in = u.dtype
+    u, delta, A = u.float(), delta.float(), A.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, d, length = u.shape
+    # One scan over the batch's sequences end to end, position-major within each: (batch * L, d, n). The
+    # carried state then has the static shape (d, n) (the exporter cannot carry a dynamic batch); the
+    # decay is zeroed at each sequence's first position (its last when reversed), which restarts the
+    # state there exactly (0 * h + drive).
+    first = torch.arange(length, device=u.device) == (length - 1 if reverse else 0)  # (L,)
+    decay = torch.exp(delta.transpose(1, 2).unsqueeze(-1) * A).masked_fill(first[None, :, None, None], 0.0)
+    drive = (delta * u).transpose(1, 2).unsqueeze(-1) * _per_channel(B.float(), d)  # (batch, L, d, n)
+    c = _per_channel(C.float(), d)  # (batch, L, d or 1, n)
+
+    def step(h: Tensor, xs: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        a, bu, ct = xs  # (d, n), (d, n), (d or 1, n)
+        h = a * h + bu
+        return h, (h * ct).sum(-1)
+
+    xs = (decay.flatten(0, 1), drive.flatten(0, 1), c.flatten(0, 1))
+    _, ys = scan(step, u.new_zeros(d, A.shape[1]), xs, reverse=reverse)  # (batch * L, d), in order
+    y = ys.unflatten(0, (batch, length)).transpose(1, 2)  # (batch, d, L)
+    if D is not None:
+        y = y + u * D.float()[:, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(dtype_in)
 
 
 def selective_scan_bidirectional_ref(
