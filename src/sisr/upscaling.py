@@ -118,7 +118,7 @@ def upscale_files(
             # Before the network's long run: the format holds the channels and frames; the folder takes files.
             check_writable(target, channels=image.pixels.shape[2], frames=len(image.frames))
             try:
-                result = upscale_image(network, image, tile=tile, overlap=overlap, precision=precision)
+                upscaled = upscale_image(network, image, tile=tile, overlap=overlap, precision=precision)
             except MemoryError:
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             except RuntimeError as e:  # allocation failures of torch
@@ -126,7 +126,7 @@ def upscale_files(
                     raise
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             _make_folder(target.parent)
-            write_image(target, result)
+            write_image(target, upscaled)
         except SisrError as e:
             error = e
         result = UpscaleResult(source=source, target=target, scale=found, model=name, error=error)
