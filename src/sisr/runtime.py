@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from sisr.errors import SisrError
 
 if TYPE_CHECKING:  # torch is imported when a device is resolved, so that `sisr --help` stays fast
     import torch
 
-__all__ = ["resolve_device", "reuse_freed_memory"]
+__all__ = ["World", "init_distributed", "resolve_device", "reuse_freed_memory"]
 
 _DEVICE_NAMES = "cpu, cuda, cuda:N or mps"
 
@@ -75,6 +77,52 @@ def resolve_device(device: str | torch.device | None = None, *, local_rank: int 
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise SisrError(f"device {str(device)!r} requested, but MPS is not available on this machine")
     return dev
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes that ``torchrun`` started (one process: rank 0 of 1)."""
+
+    rank: int
+    world_size: int
+    local_rank: int  # the process's number on its node: its GPU
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(*, backend: Literal["gloo", "nccl"] | None = None) -> World:
+    """Joins the process group that ``torchrun``'s environment describes (``WORLD_SIZE`` > 1).
+
+    Without those variables (or with one process) no process group is created. With ``nccl`` the
+    process's CUDA device becomes ``cuda:LOCAL_RANK``.
+
+    Args:
+        backend: ``gloo`` (CPU tensors) or ``nccl`` (CUDA tensors); None picks NCCL when CUDA is
+            available, else Gloo.
+
+    Returns:
+        The process's rank, the number of processes and its local rank.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return World(0, 1, 0)
+    import torch
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return World(rank, world_size, local_rank)
 
 
 # mallopt parameters (malloc.h).

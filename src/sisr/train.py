@@ -79,7 +79,7 @@ from sisr.data.build import datasets_from_config
 from sisr.data.datasets import GTOnlyDataset, PairedImageDataset
 from sisr.data.loaders import InfiniteLoader, make_loader
 from sisr.errors import SisrError
-from sisr.runtime import resolve_device
+from sisr.runtime import World, init_distributed, resolve_device
 
 __all__ = [
     "EMA",
@@ -431,33 +431,6 @@ def _validate(
 # Processes, logging
 
 
-@dataclass(frozen=True)
-class _Dist:
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def _init_distributed() -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist(0, 1, 0)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return _Dist(rank, world_size, local_rank)
-
-
 def _format_duration(seconds: float) -> str:
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
@@ -564,7 +537,7 @@ def train(
         SisrError: On a config that cannot train, a device this machine lacks, unreadable data or
             checkpoints, or a loss or weights that turn non-finite (naming the iteration).
     """
-    world = _init_distributed()
+    world = init_distributed()
     try:
         return _train(config, world, resume=resume, device=device, deterministic=deterministic)
     finally:
@@ -574,7 +547,7 @@ def train(
 
 def _train(
     config: Config,
-    world: _Dist,
+    world: World,
     *,
     resume: str | os.PathLike[str] | bool | None,
     device: str | None,

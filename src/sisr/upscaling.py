@@ -4,6 +4,10 @@
 extensions, two inputs written to one file and outputs that would overwrite their input all fail first),
 then reads, upscales and writes each file atomically. A file that fails is reported and skipped; the others
 are still written.
+
+Several processes (``torchrun``) share the work with ``rank``/``world_size``: every process plans and checks
+all the outputs, so a bad one fails before any work and on every process alike, then each takes its share
+of the plan (:func:`shard_jobs`, round-robin by position) and writes only those files.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sisr.data.images import (
 from sisr.errors import SisrError
 from sisr.precision import Precision, check_model_precision
 
-__all__ = ["UpscaleResult", "collect_sources", "plan_jobs", "upscale_files"]
+__all__ = ["UpscaleResult", "collect_sources", "plan_jobs", "shard_jobs", "upscale_files"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ def upscale_files(
     device: str = "cpu",
     precision: Precision = "fp32",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    rank: int = 0,
+    world_size: int = 1,
     on_start: Callable[[int, int, Path], None] | None = None,
     on_result: Callable[[UpscaleResult], None] | None = None,
 ) -> list[UpscaleResult]:
@@ -70,12 +76,15 @@ def upscale_files(
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`sisr.precision`); checked before any file.
         max_pixels: Images with more pixels are refused.
-        on_start: Called before each input file with its position (from 0), the number of files and
-            the file.
+        rank: This process's share of the files when `world_size` processes share them
+            (:func:`shard_jobs`); the others' files are neither read nor written.
+        world_size: The number of processes sharing the files (1: this process does them all).
+        on_start: Called before each input file with its position (from 0) in this process's share, the
+            number of files in it and the file.
         on_result: Called with each result as soon as it is known.
 
     Returns:
-        One result per input file, in order; failed files carry their error.
+        One result per input file of this process's share, in order; failed files carry their error.
 
     Raises:
         SisrError: If anything checked before the first image fails (inputs, outputs, the model).
@@ -106,7 +115,7 @@ def upscale_files(
     if output is None:
         source = Path(names[0])
         output = source.with_name(f"{source.stem}_x{found}{source.suffix}")
-    jobs = plan_jobs(names, sources, os.fspath(output))
+    jobs = shard_jobs(plan_jobs(names, sources, os.fspath(output)), rank=rank, world_size=world_size)
 
     results = []
     for index, (source, target) in enumerate(jobs):
@@ -182,6 +191,16 @@ def plan_jobs(inputs: Sequence[str], sources: list[Path], output: str) -> list[t
         if target.exists() and os.path.samefile(source, target):
             raise SisrError(f"{target}: output would overwrite its input")
     return jobs
+
+
+def shard_jobs(jobs: Sequence[tuple[Path, Path]], *, rank: int, world_size: int) -> list[tuple[Path, Path]]:
+    """The jobs of process `rank` of `world_size`: every `world_size`-th one from position `rank`.
+
+    Every job falls to exactly one process, and the shares differ in length by at most one.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not one of {world_size} processes")
+    return list(jobs[rank::world_size])
 
 
 def _make_folder(folder: Path) -> None:

@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "folder, OUTPUT is a folder (created if needed) and "
         f"every result keeps its input's file name. Folders contribute their {extensions} files "
         "(not recursively, not hidden ones, sorted by name). A file that fails is reported on one line "
-        "and skipped; no partial output is ever left, and the exit status is 1 if anything failed."
+        "and skipped; no partial output is ever left, and the exit status is 1 if anything failed. "
+        "Under torchrun the processes share the files (round-robin in the sorted plan), each on its own "
+        "device (cuda:LOCAL_RANK with --device cuda), each printing its own lines; rank 0 prints the total."
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument(
@@ -75,14 +77,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Upscales, printing ``INPUT -> OUTPUT (xS, MODEL)`` per image and one error line per failure."""
+    """Upscales, printing ``INPUT -> OUTPUT (xS, MODEL)`` per image and one error line per failure.
+
+    Under ``torchrun`` every process prints the lines of its own share of the files, rank 0 prints the
+    total, and every process exits 1 if a file failed on any of them.
+    """
     if args.overlap is not None:
         if args.tile is None:
             raise SisrError("--overlap needs --tile (without it the whole image is processed at once)")
         if args.overlap >= args.tile:
             raise SisrError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
+    from sisr.runtime import init_distributed
     from sisr.upscaling import UpscaleResult, upscale_files
 
+    cuda = args.device.startswith("cuda")
+    world = init_distributed(backend="nccl" if cuda else "gloo")
+    device = f"cuda:{world.local_rank}" if world.enabled and args.device == "cuda" else args.device
     progress = _Progress()
 
     def report(result: UpscaleResult) -> None:
@@ -93,24 +103,58 @@ def run(args: argparse.Namespace) -> int:
             error(str(result.error))
         progress.count += 1
 
-    results = upscale_files(
-        args.inputs,
-        args.output,
-        model=args.model,
-        scale=args.scale,
-        tile=args.tile,
-        overlap=args.overlap,
-        device=args.device,
-        precision=args.precision,
-        max_pixels=args.max_pixels,
-        on_start=progress.show,
-        on_result=report,
-    )
-    progress.done()
-    failures = sum(result.error is not None for result in results)
-    if failures and len(results) > 1:
-        error(f"{failures} of {len(results)} images failed")
-    return 1 if failures else 0
+    try:
+        setup_error: SisrError | None = None
+        try:
+            results = upscale_files(
+                args.inputs,
+                args.output,
+                model=args.model,
+                scale=args.scale,
+                tile=args.tile,
+                overlap=args.overlap,
+                device=device,
+                precision=args.precision,
+                max_pixels=args.max_pixels,
+                rank=world.rank,
+                world_size=world.world_size,
+                on_start=progress.show,
+                on_result=report,
+            )
+        except SisrError as e:
+            if not world.enabled:
+                raise
+            setup_error, results = e, []  # the others still wait for this process's counts below
+        progress.done()
+        failures = sum(result.error is not None for result in results)
+        total = len(results)
+        if world.enabled:
+            failures, total, setups = _sum_over_ranks([failures, total, setup_error is not None], cuda=cuda)
+            if setup_error is not None:
+                raise setup_error
+            if setups:  # another process stopped before its work: its files were not done
+                raise SisrError(f"{setups} of {world.world_size} processes failed before upscaling")
+            if world.main:
+                done = total - failures
+                print(f"{done} of {total} images upscaled by {world.world_size} processes", flush=True)
+        if failures and total > 1 and world.main:
+            error(f"{failures} of {total} images failed")
+        return 1 if failures else 0
+    finally:
+        if world.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _sum_over_ranks(counts: list[int], *, cuda: bool) -> list[int]:
+    """Sums counts over all processes (every process gets the sums)."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(counts, dtype=torch.int64, device="cuda" if cuda else "cpu")
+    dist.all_reduce(tensor)
+    return [int(v) for v in tensor.tolist()]
 
 
 class _Progress:
