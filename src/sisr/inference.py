@@ -13,6 +13,7 @@ untiled inference.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,7 +24,10 @@ from sisr.data.images import Image
 from sisr.errors import SisrError
 from sisr.precision import Precision, autocast, check_model_precision
 
-__all__ = ["tile_starts", "upscale", "upscale_image", "upscale_tensor"]
+__all__ = ["OnTile", "tile_starts", "upscale", "upscale_image", "upscale_tensor"]
+
+# Called after each tile with (tiles done, tiles in the image); may raise to stop the work at that tile.
+OnTile = Callable[[int, int], None]
 
 
 def upscale_image(
@@ -33,6 +37,7 @@ def upscale_image(
     tile: int | None = None,
     overlap: int = 16,
     precision: Precision = "fp32",
+    on_tile: OnTile | None = None,
 ) -> Image:
     """Super-resolves every frame of an :class:`~sisr.data.images.Image` with :func:`upscale`.
 
@@ -46,13 +51,15 @@ def upscale_image(
         tile: As for :func:`upscale`.
         overlap: As for :func:`upscale`.
         precision: As for :func:`upscale`.
+        on_tile: As for :func:`upscale_tensor`, counted afresh for every frame.
 
     Returns:
         The upscaled image; its `format` is the input's.
     """
     frames = image.frames
     first, *later = (
-        upscale(model, pixels, tile=tile, overlap=overlap, precision=precision) for pixels in frames
+        upscale(model, pixels, tile=tile, overlap=overlap, precision=precision, on_tile=on_tile)
+        for pixels in frames
     )
     return dataclasses.replace(image, pixels=first, later_frames=tuple(later))
 
@@ -64,6 +71,7 @@ def upscale(
     tile: int | None = None,
     overlap: int | None = None,
     precision: Precision = "fp32",
+    on_tile: OnTile | None = None,
 ) -> np.ndarray:
     """Super-resolves a uint8 or uint16 image.
 
@@ -83,6 +91,7 @@ def upscale(
         tile: Tile size in input pixels, or None for the whole image at once.
         overlap: Overlap between neighbouring tiles in input pixels; None: 16, or half a smaller tile.
         precision: As for :func:`upscale_tensor`.
+        on_tile: As for :func:`upscale_tensor`.
 
     Returns:
         ``(sH, sW)`` or ``(sH, sW, C)`` array of the input's dtype.
@@ -115,7 +124,7 @@ def upscale(
             batch = torch.stack([colour, x[-1].expand(3, -1, -1)])  # (2, 3, H, W): colour, then alpha
 
         y = upscale_tensor(
-            model, batch, tile=tile, overlap=overlap, precision=precision
+            model, batch, tile=tile, overlap=overlap, precision=precision, on_tile=on_tile
         ).float()  # (B, 3, sH, sW)
         out = y[0].mean(dim=0, keepdim=True) if gray else y[0]
         if alpha is not None:
@@ -134,6 +143,7 @@ def upscale_tensor(
     tile: int | None = None,
     overlap: int | None = None,
     precision: Precision = "fp32",
+    on_tile: OnTile | None = None,
 ) -> Tensor:
     """Runs `model` on a batch, in overlapping tiles if `tile` is smaller than the image.
 
@@ -152,6 +162,8 @@ def upscale_tensor(
             half the tile when that is smaller (the one place this default is applied).
         precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast where the device runs it natively and
             the architecture's measured gate allows it (:mod:`sisr.precision`).
+        on_tile: Called after each tile (once for a whole image) with the number of tiles done and the
+            number in the image, e.g. to show progress; an exception it raises stops the work there.
 
     Returns:
         (B, 3, s*H, s*W) output on the device of `x`, in the model's dtype.
@@ -185,11 +197,16 @@ def upscale_tensor(
         if height < min_size or width < min_size:
             pad_h, pad_w = max(0, min_size - height), max(0, min_size - width)
             padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-            y = upscale_tensor(model, padded, tile=tile, overlap=overlap, precision=precision)
+            y = upscale_tensor(
+                model, padded, tile=tile, overlap=overlap, precision=precision, on_tile=on_tile
+            )
             scale = y.shape[-1] // (width + pad_w)
             return y[..., : scale * height, : scale * width]
         if tile is None or (tile >= height and tile >= width):
-            return run(x)
+            y = run(x)
+            if on_tile is not None:
+                on_tile(1, 1)
+            return y
 
         rows = tile_starts(height, tile, overlap)
         cols = tile_starts(width, tile, overlap)
@@ -214,6 +231,8 @@ def upscale_tensor(
                     slice(scale * left, scale * (left + tile_w)),
                 )
                 out[region] += y * window
+                if on_tile is not None:
+                    on_tile(i * len(cols) + j + 1, len(rows) * len(cols))
     return out
 
 

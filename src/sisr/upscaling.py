@@ -57,6 +57,7 @@ def upscale_files(
     world_size: int = 1,
     on_start: Callable[[int, int, Path], None] | None = None,
     on_result: Callable[[UpscaleResult], None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> list[UpscaleResult]:
     """Upscales image files and folders of images.
 
@@ -82,6 +83,9 @@ def upscale_files(
         on_start: Called before each input file with its position (from 0) in this process's share, the
             number of files in it and the file.
         on_result: Called with each result as soon as it is known.
+        on_tile: Called after each tile of each frame with the tiles done and the tiles in the frame
+            (:func:`sisr.inference.upscale_tensor`); an exception it raises stops the work at that tile,
+            leaving no output for the file being upscaled.
 
     Returns:
         One result per input file of this process's share, in order; failed files carry their error.
@@ -127,7 +131,9 @@ def upscale_files(
             # Before the network's long run: the format holds the channels and frames; the folder takes files.
             check_writable(target, channels=image.pixels.shape[2], frames=len(image.frames))
             try:
-                upscaled = upscale_image(network, image, tile=tile, overlap=overlap, precision=precision)
+                upscaled = upscale_image(
+                    network, image, tile=tile, overlap=overlap, precision=precision, on_tile=on_tile
+                )
             except MemoryError:
                 raise SisrError(f"{source}: out of memory; try a smaller --tile") from None
             except RuntimeError as e:  # allocation failures of torch
