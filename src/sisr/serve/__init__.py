@@ -102,20 +102,25 @@ class Server:
         app = create_app(self.jobs, default_precision=precision)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
+        # An event rather than Thread.join: a join that Ctrl-C interrupts may later return too early.
+        self._stopped = threading.Event()
+
+        def serve() -> None:
+            try:
+                self._server.run(sockets=[self._socket])
+            finally:
+                self._stopped.set()
+
         # Off the main thread uvicorn installs no signal handlers: Ctrl-C stays the command's.
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, name="sisr-serve-http", daemon=True
-        )
-        self._thread.start()
+        threading.Thread(target=serve, name="sisr-serve-http", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits until the server stops or `timeout` passes; True when it has stopped."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._stopped.wait(timeout)
 
     def close(self) -> None:
         """Stops serving, stops the running job at its next tile and removes every temporary file."""
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._stopped.wait(timeout=10)  # uvicorn closes the socket as it stops
         self._socket.close()
         self.jobs.close()
