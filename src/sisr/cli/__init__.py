@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lam": ("sisr.cli.lam", "local attribution maps and the diffusion index of networks (LAM)"),
     "profile": ("sisr.cli.profile", "parameters, multiply-adds, latency and memory of networks"),
     "export": ("sisr.cli.export", "export a network to ONNX, verified with ONNX Runtime"),
-    "serve": ("sisr.cli.serve", "a local web page to upscale images and compare them with the input"),
+    "serve": ("sisr.cli.serve", "a local web page to upscale and compare images"),
 }
 
 _SIGINT, _SIGTERM = 2, 15  # POSIX numbers, so that reporting needs no import

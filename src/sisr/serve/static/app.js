@@ -160,8 +160,8 @@ function compare(file, state) {
     <div class="tools">
       <label>Show <select class="view"><option value="result">${state.model}</option>
         <option value="bicubic">bicubic</option></select></label>
-      <label>Zoom <select class="zoom"><option>1</option><option>2</option><option>4</option>
-        <option>8</option></select>×</label>
+      <label>Zoom <select class="zoom"><option value="1">1</option><option value="2">2</option><option value="4">4</option>
+        <option value="8">8</option></select>×</label>
       <label>Layout <select class="layout"><option value="slider">slider</option>
         <option value="side">side by side</option></select></label>
       <label class="split">Split <input class="slider" type="range" min="0" max="100" value="50"></label>
