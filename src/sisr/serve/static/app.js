@@ -8,6 +8,7 @@ let chosen = [];   // File objects picked or dropped
 let job = null;    // id of this page's job
 let timer = null;
 const cards = new Map();  // file index -> card element
+const said = new Set();   // messages shown for this job, each once
 
 async function api(method, url, body, headers) {
   const response = await fetch(url, {method, body, headers});
@@ -17,6 +18,8 @@ async function api(method, url, body, headers) {
 }
 
 function say(text) {
+  if (said.has(text)) return;
+  said.add(text);
   const li = document.createElement("li");
   li.textContent = text;
   $("messages").appendChild(li);
@@ -70,6 +73,7 @@ function pick(files) {
 async function start() {
   if (!chosen.length) { say("Choose one or more images first."); return; }
   $("messages").textContent = "";
+  said.clear();
   $("results").textContent = "";
   cards.clear();
   $("zip").hidden = true;
@@ -121,7 +125,7 @@ function show(state) {
     uploading: () => "uploading",
   }[state.state]();
   $("queue").textContent = text;
-  if (state.error) say(state.error), state.error = null;
+  if (state.error) say(state.error);
   for (const file of state.files) showFile(state, file);
   if (state.files.some((f) => f.download)) {
     $("zip").href = `/api/jobs/${state.id}/zip`;
