@@ -384,3 +384,32 @@ def test_cli_refuses_a_busy_port_and_a_missing_model(tmp_path: Path, capsys: pyt
     assert main(["serve", "--port", "0", "--model", str(tmp_path / "missing.pth")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.pth" in err
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_fails_its_job_only(client: Client, tmp_path: Path, monkeypatch) -> None:
+    import sisr.upscaling
+
+    real = sisr.upscaling.upscale_files
+    calls = []
+
+    def broken_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sisr.upscaling, "upscale_files", broken_once)
+    data = png_bytes(crop(), tmp_path)
+    failed = client.wait(client.job({"a.png": data}))
+    assert failed["state"] == "failed" and failed["error"] == "internal error: ValueError: a bug"
+    assert failed["files"][0]["error"] == "a.png: not upscaled: internal error: ValueError: a bug"
+    assert client.wait(client.job({"b.png": data}))["state"] == "done"  # the worker goes on
+
+
+def test_without_the_web_extra_one_line_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sisr.errors import SisrError
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
+    with pytest.raises(SisrError, match=r"^sisr serve needs the web extra: pip install 'sisr\[web\]'"):
+        Server(port=0, models={}, max_pixels=1, max_upload_bytes=1)
