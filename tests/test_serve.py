@@ -291,6 +291,7 @@ def test_oversized_inputs_are_refused_before_decoding(
         "wide.png: image is 300x400 = 120000 pixels, more than the limit of 100000 (a decompression bomb?)"
     )
     assert files["small.png"]["state"] == "done"
+    assert files["chunked.png"]["error"].startswith("chunked.png: upload is larger than the limit")
     assert not any(name.endswith("wide.png") for name in decoded) and decoded
 
 

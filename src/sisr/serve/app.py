@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -112,16 +113,21 @@ def create_app(jobs: JobQueue, *, default_precision: str = "fp32") -> Starlette:
             return error(400, "bad Content-Length")
         if declared > limit:  # refused before a byte of the body is read
             return error(413, refused)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:  # a body longer than it said, or none said: stop reading
-                return error(413, refused)
-            chunks.append(chunk)
         try:
-            entry = jobs.add_file(job, name, b"".join(chunks))
+            entry = jobs.add_file(job, name)
         except SisrError as e:
             return error(409, str(e))
+        if entry.state == "waiting":  # streamed to disk, so memory holds one chunk at a time
+            size = 0
+            with open(jobs.path_of(job, entry), "wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:  # a body longer than it said, or none said: stop reading
+                        break
+                    f.write(chunk)
+            if size > limit:
+                jobs.refuse(job, entry, refused)
+                return error(413, refused)
         return JSONResponse(describe_file(job, job.files.index(entry), entry), headers=_NO_STORE)
 
     async def start(request: Request) -> Response:
@@ -166,10 +172,13 @@ def create_app(jobs: JobQueue, *, default_precision: str = "fp32") -> Starlette:
         if job is None:
             return error(404, "no such job")
         stem = f"sisr-{job.model.name.replace('/', '_')}-{job.id[:6]}.zip"
-        return Response(
-            jobs.zip_results(job),
+        path = jobs.zip_results(job)
+        return FileResponse(
+            path,
             media_type="application/zip",
-            headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="{stem}"'},
+            filename=stem,
+            headers=_NO_STORE,
+            background=BackgroundTask(path.unlink, missing_ok=True),
         )
 
     def describe(job: Job) -> dict[str, Any]:

@@ -10,7 +10,7 @@ command writes for the same input and model. Every file lives under one temporar
 from __future__ import annotations
 
 import dataclasses
-import io
+import os
 import re
 import secrets
 import shutil
@@ -150,22 +150,35 @@ class JobQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def add_file(self, job: Job, name: str, data: bytes) -> FileEntry:
-        """Stores one upload in the job's folder; a name sisr cannot write gets its error at once."""
+    def add_file(self, job: Job, name: str) -> FileEntry:
+        """A new file of the job, under a name safe in its folder; the caller writes :meth:`path_of`.
+
+        A name whose extension sisr cannot write gets its error at once (the output keeps the input's
+        format), and nothing is to be stored for it.
+
+        Raises:
+            SisrError: The job has already started.
+        """
         with self._lock:
             if job.state != "uploading":
                 raise SisrError("the job has already started; start a new one for more files")
-            taken = {entry.name for entry in job.files}
-            stored = unique_name(safe_name(name), taken)
+            stored = unique_name(safe_name(name), {entry.name for entry in job.files})
             entry = FileEntry(name=stored)
             job.files.append(entry)
         try:
-            format_for_path(stored)  # the output keeps the input's format: one sisr cannot write fails now
+            format_for_path(stored)
         except SisrError as e:
             entry.state, entry.error = "failed", str(e)
-            return entry
-        (job.folder / "in" / stored).write_bytes(data)
         return entry
+
+    def path_of(self, job: Job, entry: FileEntry) -> Path:
+        """Where an uploaded file is stored."""
+        return job.folder / "in" / entry.name
+
+    def refuse(self, job: Job, entry: FileEntry, message: str) -> None:
+        """Marks an upload as refused and removes what was stored of it."""
+        entry.state, entry.error = "failed", message
+        self.path_of(job, entry).unlink(missing_ok=True)
 
     def start(self, job: Job) -> None:
         """Puts the job at the end of the queue."""
@@ -191,14 +204,14 @@ class JobQueue:
                 return 0
             return self._waiting.index(job) + (self._running is not None)
 
-    def zip_results(self, job: Job) -> bytes:
-        """The job's results so far, as a zip of the files with their download names."""
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+    def zip_results(self, job: Job) -> Path:
+        """The job's results so far in a new zip file (the caller removes it), with their download names."""
+        fd, name = tempfile.mkstemp(suffix=".zip", dir=job.folder)
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
             for entry in job.files:
                 if entry.result is not None:
                     archive.write(entry.result, download_name(entry.name, job.model.scale))
-        return buffer.getvalue()
+        return Path(name)
 
     def close(self) -> None:
         """Stops the worker (the running job at its next tile) and removes every file."""
