@@ -414,3 +414,23 @@ def test_without_the_web_extra_one_line_says_what_to_install(monkeypatch: pytest
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
     with pytest.raises(SisrError, match=r"^sisr serve needs the web extra: pip install 'sisr\[web\]'"):
         Server(port=0, models={}, max_pixels=1, max_upload_bytes=1)
+
+
+def test_model_files_given_at_start_are_offered(tmp_path: Path) -> None:
+    import shutil
+
+    from sisr.shipped import shipped_models
+
+    own = tmp_path / "mine.safetensors"
+    shutil.copyfile(shipped_models()[MODEL], own)
+    server = Server(
+        port=0, models=model_choices([str(own)]), max_pixels=10**6, max_upload_bytes=10**6, root=str(tmp_path)
+    )
+    try:
+        status, config = Client(server.port).json("GET", "/api/config")
+        assert status == 200
+    finally:
+        server.close()
+    offered = {m["name"]: (m["scale"], m["shipped"]) for m in config["models"]}
+    assert offered[str(own)] == (2, False) and offered[MODEL] == (2, True)
+    assert set(offered) == {*shipped_models(), str(own)}
