@@ -100,7 +100,9 @@ class Server:
             root=root,
         )
         app = create_app(self.jobs, default_precision=precision)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
         self._server = uvicorn.Server(config)
         # An event rather than Thread.join: a join that Ctrl-C interrupts may later return too early.
         self._stopped = threading.Event()
@@ -121,6 +123,6 @@ class Server:
     def close(self) -> None:
         """Stops serving, stops the running job at its next tile and removes every temporary file."""
         self._server.should_exit = True
-        self._stopped.wait(timeout=10)  # uvicorn closes the socket as it stops
-        self._socket.close()
+        if self._stopped.wait(timeout=10):  # uvicorn closes the socket as it stops; never under its feet
+            self._socket.close()
         self.jobs.close()
