@@ -302,3 +302,20 @@ def test_prepare_degrade_command_and_its_bad_settings(tmp_path: Path) -> None:
     assert done.stderr.strip() == (
         f"sisr: error: {settings}: degradation.jpeg_range: JPEG qualities are at most 100, got [20.0, 300.0]"
     )
+
+
+def test_held_out_lr_degradations_are_fixed_and_ordered() -> None:
+    from sisr.heldout import LR_DEGRADATIONS, degrade_lr, lr_of, photo
+    from sisr.metrics import psnr
+
+    lr = lr_of(photo("chelsea")[:120, :160], 4)
+    out = {d: degrade_lr(lr, d, photo_name="chelsea") for d in LR_DEGRADATIONS}
+    assert np.array_equal(out["clean"], lr)
+    assert all(o.shape == lr.shape and o.dtype == np.uint8 for o in out.values())
+    assert np.array_equal(out["noise5"], degrade_lr(lr, "noise5", photo_name="chelsea"))  # seeded
+    scores = {d: psnr(o, lr, crop_border=0, y_channel=True) for d, o in out.items() if d != "clean"}
+    assert scores["jpeg90"] > scores["jpeg75"] > scores["jpeg50"]
+    assert scores["noise5"] > scores["noise10"]
+    assert scores["blur"] < 45
+    with pytest.raises(SisrError, match="unknown degradation 'jpeg10'; known: clean, jpeg90"):
+        degrade_lr(lr, "jpeg10", photo_name="chelsea")
