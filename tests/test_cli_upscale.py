@@ -422,3 +422,24 @@ def test_upscale_files_is_the_library_behind_the_command(
     # The one overlap default (inference's): 16, or half a smaller tile.
     expected = sisr.upscale(model, small, tile=16, overlap=8)
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "a.png").pixels, expected)
+
+
+def test_real_without_a_real_world_model_is_one_line(
+    small: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.png"
+    write_image(source, small)
+    from sisr.shipped import shipped_models
+
+    real = sorted(n for n in shipped_models() if n.endswith("-real"))
+    if "seemore-t-x3-real" in real:
+        pytest.skip("a seemore-t-x3-real model is shipped")
+    status, lines = run(
+        ["upscale", str(source), "--scale", "3", "--real", "-o", str(tmp_path / "out.png")], capsys
+    )
+    have = ", ".join(n.split("-")[-2] for n in real if n.startswith("seemore-t-")) or "none"
+    assert status == 1
+    assert lines == [
+        f"sisr: error: no shipped real-world seemore-t model for x3 (shipped real-world: {have})"
+    ]
+    assert not (tmp_path / "out.png").exists()

@@ -226,6 +226,28 @@ def test_choose_model(fake_weights: Path) -> None:
         shipped_model_info("tiny")
 
 
+def test_real_picks_the_family_s_real_world_model(fake_weights: Path) -> None:
+    net = create_model("seemore-t", 4)
+    save_safetensors(
+        fake_weights / "tiny-x4-real.safetensors",
+        arch="seemore",
+        args={"scale": 4, "num_layers": 6, "embedding_dim": 36},
+        params=net.state_dict(),
+    )
+    assert tuple(shipped_models()) == ("tiny-x2", "tiny-x4", "tiny-x4-real")
+    assert choose_model("tiny", None) == "tiny-x4"  # -real only when asked for
+    assert choose_model("tiny", 4, real=True) == "tiny-x4-real"
+    with pytest.raises(
+        SisrError, match=r"no shipped real-world tiny model for x2 \(shipped real-world: x4\)"
+    ):
+        choose_model("tiny", 2, real=True)
+    with pytest.raises(
+        SisrError, match=r"--real picks a family's real-world model; tiny-x4 is a model itself"
+    ):
+        choose_model("tiny-x4", None, real=True)
+    assert shipped_model_info("tiny-x4-real").scale == 4
+
+
 def test_the_bundled_example_is_a_held_out_photograph_reduced_4x() -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "chelsea.png"
     expected = lr_of(modcrop(photo("chelsea"), 4), 4)

@@ -349,6 +349,24 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(images: Path, t
     assert [r["iter"] for r in _records(tmp_path / "parts")] == [4, 6, 8, 12]
 
 
+@pytest.mark.slow
+def test_resume_with_degradations_on_reaches_the_same_weights(images: Path, tmp_path: Path) -> None:
+    cfg = _config(images, tmp_path / "whole", network=SEEMORE, train={"total_iter": 6})
+    train_entry = cfg["datasets"]["train"]
+    for key in ("dataroot_lq", "filename_tmpl"):
+        train_entry.pop(key)
+    train_entry.update(type="GTOnlyDataset", gt_size=48, degradation={"gt_usm": True})
+    path = _write(tmp_path / "c.yml", cfg)
+    assert _run_cli(["train", str(path)]) == 0
+    whole = torch.load(tmp_path / "whole" / "models" / "net_g_6.pth", weights_only=True)
+    exp = str(tmp_path / "parts")
+    assert _run_cli(["train", str(path), "--train.total_iter=3", f"--path.experiments_root={exp}"]) == 0
+    assert _run_cli(["train", str(path), f"path.experiments_root={exp}", "--resume"]) == 0
+    parts = torch.load(tmp_path / "parts" / "models" / "net_g_6.pth", weights_only=True)
+    for name, tensor in whole["params"].items():
+        assert torch.equal(tensor, parts["params"][name]), name
+
+
 def test_non_strict_warm_start_reports_skipped_tensors(
     images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Union, get_args, get_orig
 import yaml
 from torch import nn
 
+from sisr.data.degradations import Degradation
 from sisr.errors import SisrError
 from sisr.models import ARCHS, SCALE_ARG, build
 
@@ -137,6 +138,9 @@ class DatasetConfig:
     dataset_enlarge_ratio: int | None = None
     phase: Literal["train", "val", "test"] | None = None
     scale: int | None = None
+    # Real-ESRGAN's degradations made on the fly from the GT (train entries only); {} takes its x4plus
+    # recipe, see sisr.data.degradations.Degradation.
+    degradation: Degradation | None = None
 
     _IGNORED: ClassVar[dict[str, tuple[Any, str]]] = {
         "prefetch_mode": (Literal["cpu", "cuda"] | None, _BASICSR_LOADER),
@@ -150,12 +154,11 @@ class DatasetConfig:
             raise SisrError(f"{path}.filename_tmpl: must contain '{{}}', got {tmpl!r}")
         if tmpl is None and self.type == "PairedImageDataset":
             tmpl = "{}"
-        if self.type in _GT_ONLY_TYPES:
+        if self.type in _GT_ONLY_TYPES or self.degradation is not None:
             for key in ("dataroot_lq", "filename_tmpl"):
                 if key in given:
-                    raise SisrError(
-                        f"{path}.{key}: {self.type} makes the LR image from the GT one; remove it"
-                    )
+                    maker = self.type if self.degradation is None else "degradation"
+                    raise SisrError(f"{path}.{key}: {maker} makes the LR image from the GT one; remove it")
         for key in ("gt_size", "batch_size_per_gpu", "dataset_enlarge_ratio"):
             _require_positive(getattr(self, key), f"{path}.{key}")
         if self.num_worker_per_gpu is not None and self.num_worker_per_gpu < 0:
@@ -461,6 +464,11 @@ class Config:
             if dataset.scale is not None and dataset.scale != self.scale:
                 raise SisrError(f"{where}.scale: is {dataset.scale} but scale is {self.scale}")
             dataset = dataclasses.replace(dataset, phase=phase, scale=self.scale)
+            if dataset.degradation is not None and phase != "train":
+                raise SisrError(
+                    f"{where}.degradation: only a train entry degrades on the fly; make a fixed "
+                    "degraded set with `sisr prepare degrade` and use it as a paired set"
+                )
             if phase == "train":
                 dataset = dataclasses.replace(
                     dataset, **{k: v for k, v in _LOADER_DEFAULTS.items() if getattr(dataset, k) is None}

@@ -6,14 +6,20 @@ papers': HR cropped to a multiple of the scale, LR made by MATLAB's bicubic ``im
 and rounded to 8 bits, the output rounded to 8 bits, ``scale`` pixels cropped from each border, PSNR
 and SSIM on the BT.601 Y channel. The bicubic baseline upsamples the same LR image with MATLAB's bicubic.
 
+For models meant for real photographs, :data:`LR_DEGRADATIONS` degrades that LR image further (JPEG,
+noise, blur) before it is upscaled; the HR target stays the same.
+
 scikit-image is needed only here (``pip install 'sisr[test]'``).
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from sisr.errors import SisrError
@@ -21,7 +27,18 @@ from sisr.imresize import bicubic_lr, imresize
 from sisr.inference import upscale
 from sisr.metrics import modcrop, psnr, ssim
 
-__all__ = ["PHOTOS", "Quality", "bicubic_up", "lr_of", "mean_quality", "measure", "measure_each", "photo"]
+__all__ = [
+    "LR_DEGRADATIONS",
+    "PHOTOS",
+    "Quality",
+    "bicubic_up",
+    "degrade_lr",
+    "lr_of",
+    "mean_quality",
+    "measure",
+    "measure_each",
+    "photo",
+]
 
 PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble_deep_field")
 
@@ -86,13 +103,69 @@ def bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
     return _to_uint8(imresize(lr.astype(np.float32) / 255.0, float(scale)))
 
 
-def measure_each(model: nn.Module, scale: int, photos: tuple[str, ...] | list[str] = PHOTOS) -> list[Quality]:
+def _tensor(lr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(lr.astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+
+
+def _jpeg(quality: int) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    def apply(lr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from sisr.data.degradations import jpeg
+
+        return _to_uint8(jpeg(_tensor(lr), quality=quality)[0].permute(1, 2, 0).numpy())
+
+    return apply
+
+
+def _noise(sigma: float) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    def apply(lr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return _to_uint8(
+            lr.astype(np.float32) / 255.0 + rng.standard_normal(lr.shape, np.float32) * sigma / 255.0
+        )
+
+    return apply
+
+
+def _blur(lr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from sisr.data.degradations import bivariate_gaussian, filter2d
+
+    kernel = bivariate_gaussian(7, 0.8, 0.8, 0.0, isotropic=True)
+    return _to_uint8(filter2d(_tensor(lr), kernel)[0].permute(1, 2, 0).numpy())
+
+
+# Degradations of the held-out LR image (after MATLAB bicubic and rounding): name -> (lr, rng) -> lr.
+LR_DEGRADATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "clean": lambda lr, rng: lr,
+    "jpeg90": _jpeg(90),
+    "jpeg75": _jpeg(75),
+    "jpeg50": _jpeg(50),
+    "noise5": _noise(5.0),  # Gaussian, sigma on the 0-255 scale
+    "noise10": _noise(10.0),
+    "blur": _blur,  # isotropic Gaussian, sigma 0.8 LR pixels (7x7)
+}
+
+
+def degrade_lr(lr: np.ndarray, degradation: str, *, photo_name: str) -> np.ndarray:
+    """The held-out LR image under one of :data:`LR_DEGRADATIONS` (noise seeded by the photo's name)."""
+    if degradation not in LR_DEGRADATIONS:
+        raise SisrError(f"unknown degradation {degradation!r}; known: {', '.join(LR_DEGRADATIONS)}")
+    rng = np.random.default_rng(zlib.crc32(f"{photo_name}/{degradation}".encode()))
+    return LR_DEGRADATIONS[degradation](lr, rng)
+
+
+def measure_each(
+    model: nn.Module,
+    scale: int,
+    photos: tuple[str, ...] | list[str] = PHOTOS,
+    *,
+    degradation: str = "clean",
+) -> list[Quality]:
     """Evaluates ``model`` and bicubic at ``scale`` on each held-out photograph on its own.
 
     Args:
         model: A network mapping (B, 3, H, W) in [0, 1] to (B, 3, scale*H, scale*W).
         scale: Its scale factor.
         photos: Names from ``PHOTOS``.
+        degradation: A name from :data:`LR_DEGRADATIONS`, applied to the LR image of both.
 
     Returns:
         One ``Quality`` per photograph, in the order of ``photos``.
@@ -101,7 +174,7 @@ def measure_each(model: nn.Module, scale: int, photos: tuple[str, ...] | list[st
     each = []
     for name in photos:
         hr = modcrop(photo(name), scale)
-        lr = lr_of(hr, scale)
+        lr = degrade_lr(lr_of(hr, scale), degradation, photo_name=name)
         bic, net = bicubic_up(lr, scale), upscale(model, lr)
         scores = (psnr(net, hr, **kw), ssim(net, hr, **kw), psnr(bic, hr, **kw), ssim(bic, hr, **kw))
         each.append(Quality((name,), scale, *scores))

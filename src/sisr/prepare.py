@@ -13,6 +13,10 @@ The usual DIV2K / DF2K pipeline of BasicSR, without OpenCV or MATLAB:
    run it on the HR folder with 480/240 and on ``X{s}`` with ``480/s`` / ``240/s`` so the tiles match).
 3. ``sisr prepare lmdb IN_DIR OUT.lmdb`` packs a folder into a BasicSR-compatible LMDB.
 
+``sisr prepare degrade HR_DIR OUT_DIR --scale 4 --seed 0`` writes a fixed real-world validation set in
+the layout of step 1: each HR image through Real-ESRGAN's degradations (:mod:`sisr.data.degradations`),
+the same for the same seed.
+
 Every output image is written atomically (a temporary file in the same folder, then ``os.replace``) and
 an LMDB is built in a temporary folder renamed at the end, so an interrupted run leaves no partial file.
 LR images keep the bit depth and the gray or colour layout of their HR image (alpha is dropped); the
@@ -32,17 +36,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from sisr.data.images import encode_image, image_size, read_image, write_image
 from sisr.errors import SisrError
 
+if TYPE_CHECKING:
+    from sisr.data.degradations import Degradation
+
 __all__ = [
     "PrepareWarning",
     "Summary",
     "extract_subimages",
+    "make_degraded",
     "make_lmdb",
     "make_lr",
     "tile_positions",
@@ -174,6 +182,74 @@ def make_lr(
     for s in checked:
         _make_dir(out / f"X{s}")
     written = _run(_lr_job, [(p, out, checked) for p in files], workers)
+    return Summary(images=len(files), written=sum(written))
+
+
+def _degrade_job(job: tuple[Path, Path, int, int, int, Degradation]) -> int:
+    import torch
+
+    from sisr.data.datasets import to_float_rgb
+    from sisr.data.degradations import degrade
+
+    path, target, scale, seed, index, settings = job
+    pixels = read_image(path).pixels
+    h, w = pixels.shape[0] - pixels.shape[0] % scale, pixels.shape[1] - pixels.shape[1] % scale
+    if h == 0 or w == 0:
+        raise SisrError(
+            f"{path}: image of {pixels.shape[0]}x{pixels.shape[1]} pixels is smaller than scale {scale}"
+        )
+    hr = torch.from_numpy(np.ascontiguousarray(to_float_rgb(pixels[:h, :w]).transpose(2, 0, 1)))
+    # One generator per image from (seed, its place in the sorted folder): the same set for the same
+    # seed, whatever the number of workers.
+    rng = np.random.default_rng([seed, index])
+    lr = degrade(hr, scale=scale, settings=settings, rng=rng)
+    write_image(target, (lr.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
+    return 1
+
+
+def make_degraded(
+    hr_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    scale: int,
+    seed: int,
+    settings: Degradation | None = None,
+    workers: int = 1,
+) -> Summary:
+    """Makes a fixed degraded LR set: ``out_dir/X{scale}/{name}x{scale}.png``, as :func:`make_lr` lays out.
+
+    Each HR image (mod-cropped to a multiple of `scale`, alpha dropped, gray made RGB) goes through
+    :func:`sisr.data.degradations.degrade` with a generator seeded by ``(seed, index)``, its index in the
+    sorted folder. The HR images serve as GT as they are (``gt_usm`` sharpens training GT only, so it is
+    not applied here). Outputs are 8-bit RGB PNG, written atomically; existing ones are replaced.
+
+    Args:
+        hr_dir: Folder of HR images (not scanned recursively).
+        out_dir: Output folder; an ``X{scale}`` subfolder is created.
+        scale: Downscaling factor, an integer >= 2.
+        seed: Seed of the whole set.
+        settings: Degradation settings; None: Real-ESRGAN's x4plus recipe.
+        workers: Processes to use; 1 works in this process.
+
+    Returns:
+        A :class:`Summary`.
+
+    Raises:
+        SisrError: On a missing or empty folder, an unreadable image, an image smaller than `scale`,
+            or an invalid option.
+    """
+    from sisr.data.degradations import Degradation
+
+    scale = _check_int("scale", scale, minimum=2)
+    seed = _check_int("seed", seed, minimum=0)
+    workers = _check_int("workers", workers, minimum=1)
+    settings = Degradation() if settings is None else settings
+    settings.check("degradation")
+    files = _list_images(hr_dir, what="HR")
+    folder = Path(out_dir) / f"X{scale}"
+    _make_dir(folder)
+    jobs = [(p, folder / f"{p.stem}x{scale}.png", scale, seed, i, settings) for i, p in enumerate(files)]
+    written = _run(_degrade_job, jobs, workers)
     return Summary(images=len(files), written=sum(written))
 
 

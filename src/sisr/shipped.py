@@ -1,12 +1,15 @@
 """The models shipped inside the package (``sisr/weights/NAME.safetensors``) and the default choice.
 
-A shipped model is named ``<family>-x<scale>`` (``seemore-t-x4``, ``mma-s-x2``); ``sisr upscale``
-without ``--model`` takes :data:`DEFAULT_FAMILY` at ``--scale`` (default 4). :func:`sisr.load_model`
-accepts these names as well as files.
+A shipped model is named ``<family>-x<scale>`` (``seemore-t-x4``, ``mma-s-x2``), and a model trained
+for real-world inputs (Real-ESRGAN's degradations, :mod:`sisr.data.degradations`) adds ``-real``
+(``seemore-t-x4-real``). ``sisr upscale`` without ``--model`` takes :data:`DEFAULT_FAMILY` at ``--scale``
+(default 4), and ``--real`` its ``-real`` model. :func:`sisr.load_model` accepts these names as well as
+files.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +29,14 @@ __all__ = [
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # `sisr upscale` without --model: this family at --scale (default 4).
 DEFAULT_FAMILY = "seemore-t"
+_NAME = re.compile(r"(?P<family>.+)-x(?P<scale>\d+)(?P<real>-real)?")
 
 
 def shipped_models() -> dict[str, Path]:
     """Name -> file of every model shipped inside the package (``sisr/weights/NAME.safetensors``)."""
     if not WEIGHTS_DIR.is_dir():
         return {}
-    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"), key=lambda p: p.stem)}
 
 
 @dataclass(frozen=True)
@@ -88,25 +92,35 @@ def shipped_model_info(name: str) -> ShippedModel:
     )
 
 
-def choose_model(model: str | None, scale: int | None) -> str:
-    """The model ``sisr upscale --model MODEL --scale SCALE`` means.
+def choose_model(model: str | None, scale: int | None, *, real: bool = False) -> str:
+    """The model ``sisr upscale --model MODEL --scale SCALE [--real]`` means.
 
     Without ``model`` it is the default family (``seemore-t``). A family name (a shipped name without
-    its ``-xN`` suffix, e.g. ``mma-s``) takes the suffix of ``scale`` (default 4). Anything else (a file,
-    a full shipped name) is returned unchanged; the caller checks that its scale matches ``scale``.
+    its ``-xN`` suffix, e.g. ``mma-s``) takes the suffix of ``scale`` (default 4), and with `real` also
+    ``-real``. Anything else (a file, a full shipped name) is returned unchanged; the caller checks that
+    its scale matches ``scale``.
 
     Raises:
-        SisrError: The family has no model for ``scale``.
+        SisrError: The family has no model for ``scale`` (with `real`: no real-world one), or `real`
+            is given with a file or a full name.
     """
     family = DEFAULT_FAMILY if model is None else model
     shipped = shipped_models()
     if family in shipped or Path(family).exists():
+        if real:
+            raise SisrError(f"--real picks a family's real-world model; {family} is a model itself")
         return family
-    scales = sorted(int(n.rsplit("-x", 1)[1]) for n in shipped if n.rsplit("-x", 1)[0] == family)
-    if not scales and model is not None:
+    parsed = [m for m in (_NAME.fullmatch(n) for n in shipped) if m is not None]
+    members = [m for m in parsed if m["family"] == family]
+    if not members and model is not None:
         return family  # not a family: load_model reports what is wrong with it
     wanted = 4 if scale is None else scale
+    scales = sorted(int(m["scale"]) for m in members if bool(m["real"]) == real)
     if wanted not in scales:
         have = ", ".join(f"x{s}" for s in scales) or "none"
+        if real:
+            raise SisrError(
+                f"no shipped real-world {family} model for x{wanted} (shipped real-world: {have})"
+            )
         raise SisrError(f"no shipped {family} model for x{wanted} (shipped: {have})")
-    return f"{family}-x{wanted}"
+    return f"{family}-x{wanted}" + ("-real" if real else "")

@@ -48,6 +48,7 @@ def upscale_files(
     *,
     model: str | None = None,
     scale: int | None = None,
+    real: bool = False,
     tile: int | None = None,
     overlap: int | None = None,
     device: str = "cpu",
@@ -72,6 +73,7 @@ def upscale_files(
         model: A shipped model, a family of them picked by `scale`, or a checkpoint file; None: the
             default family.
         scale: Picks the model of a family; checked against a given file.
+        real: Take the family's model for real-world inputs (``NAME-xS-real``, see :mod:`sisr.shipped`).
         tile: Tile size in input pixels, or None for whole images.
         overlap: Overlap of neighbouring tiles (see :func:`sisr.inference.upscale`).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -104,7 +106,7 @@ def upscale_files(
     sources = collect_sources(names)  # missing inputs fail before the model is loaded
     if output is None and (len(names) > 1 or Path(names[0]).is_dir()):
         raise SisrError("several inputs or a folder need -o OUTPUT_FOLDER")
-    name = choose_model(model, scale)
+    name = choose_model(model, scale, real=real)
     if is_onnx_path(name):  # an exported file: ONNX Runtime behind the same tiles and formats
         from sisr.onnx_model import load_onnx_model
 

@@ -51,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="upscaling factor: picks the model of the family; checked against a given file (default: 4)",
     )
     p.add_argument(
+        "--real",
+        action="store_true",
+        help="take the family's model trained for real-world photos (JPEG, noise, blur): NAME-xS-real",
+    )
+    p.add_argument(
         "--tile",
         type=positive_int,
         default=None,
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 args.output,
                 model=args.model,
                 scale=args.scale,
+                real=args.real,
                 tile=args.tile,
                 overlap=args.overlap,
                 device=device,

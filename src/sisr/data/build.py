@@ -50,10 +50,10 @@ def dataset_from_config(entry: DatasetConfig, *, phase: Phase) -> PairedImageDat
         SisrError: As the dataset's constructor (missing folders, unpaired or mismatched images, ...).
     """
     assert entry.scale is not None and entry.dataroot_gt is not None
-    paired = entry.type == "PairedImageDataset"
+    train = phase == "train"  # random patches, flips and enlargement are for training only
+    paired = entry.type == "PairedImageDataset" and entry.degradation is None
     if paired and entry.dataroot_lq is None:
         raise SisrError(f"{entry.type} needs dataroot_lq (or use GTOnlyDataset to make the LR images)")
-    train = phase == "train"  # random patches, flips and enlargement are for training only
     assert not train or entry.gt_size is not None
     gt_size = entry.gt_size if train else None
     use_hflip, use_rot = train and bool(entry.use_hflip), train and bool(entry.use_rot)
@@ -82,7 +82,9 @@ def dataset_from_config(entry: DatasetConfig, *, phase: Phase) -> PairedImageDat
         meta_info_file=entry.meta_info_file,
         io_backend=entry.io_backend.type,
         enlarge_ratio=enlarge_ratio,
-        recursive=train,  # ImageNet's class folders; a benchmark folder is flat
+        # ImageNet's class folders; a benchmark folder, or the GT folder of a paired set, is flat.
+        recursive=train and entry.type != "PairedImageDataset",
+        degradation=entry.degradation if train else None,
         name=entry.name,
     )
 

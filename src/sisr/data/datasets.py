@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sisr.data.degradations import Degradation, degrade, usm_sharp
 from sisr.data.images import IMAGE_EXTENSIONS, decode_image, image_size, read_image
 from sisr.errors import SisrError
 from sisr.imresize import bicubic_lr
@@ -660,6 +661,10 @@ class GTOnlyDataset(_SkippingDataset):
     4. LR = MATLAB ``imresize(crop, 1 / scale)`` (antialiased bicubic), not quantised, not clipped;
     5. the same random flips/rotation on both (:func:`augment`).
 
+    With ``degradation`` set, steps 4-5 become: flips/rotation on the GT patch, USM sharpening if
+    ``gt_usm``, and the LR from Real-ESRGAN's two-stage degradations (:mod:`sisr.data.degradations`),
+    all drawn from the sample's generator.
+
     MMA resizes the whole image and then crops GT and LR together; here only the crop is resized, which
     is much cheaper on large photos. The LR patch is then exactly the bicubic degradation of the GT patch
     (BasicSR-style: degrade the crop). It equals MMA's crop of the whole LR image except for the
@@ -688,6 +693,7 @@ class GTOnlyDataset(_SkippingDataset):
         io_backend: Literal["disk", "lmdb"] = "disk",
         enlarge_ratio: int = 1,
         recursive: bool = True,
+        degradation: Degradation | None = None,
         name: str | None = None,
     ) -> None:
         """Lists the HR images.
@@ -704,6 +710,9 @@ class GTOnlyDataset(_SkippingDataset):
             io_backend: ``"disk"`` or ``"lmdb"``.
             enlarge_ratio: Repeat the image list this many times per epoch.
             recursive: Scan the subfolders of ``gt_root`` too (ImageNet's class folders).
+            degradation: Training only: make the LR with Real-ESRGAN's degradations
+                (:func:`sisr.data.degradations.degrade`) instead of bicubic, the GT sharpened first if
+                its ``gt_usm`` is set.
             name: The set's name in reports.
 
         Raises:
@@ -714,6 +723,11 @@ class GTOnlyDataset(_SkippingDataset):
         if self.gt_size is not None and self.gt_size % self.scale:
             raise SisrError(f"gt_size {self.gt_size} must be a multiple of scale {self.scale}")
         _check_backend(io_backend)
+        if degradation is not None:
+            if self.gt_size is None:
+                raise SisrError("degradation is for training patches (gt_size); evaluate on a fixed set")
+            degradation.check("degradation")
+        self.degradation = degradation
         self.use_hflip = bool(use_hflip)
         self.use_rot = bool(use_rot)
         self._store: _LmdbStore | None = None
@@ -773,6 +787,13 @@ class GTOnlyDataset(_SkippingDataset):
         top = s * int(rng.integers(0, (height - size) // s + 1))
         left = s * int(rng.integers(0, (width - size) // s + 1))
         gt_patch = to_float_rgb(gt[top : top + size, left : left + size])
+        if self.degradation is not None:
+            (gt_patch,) = augment([gt_patch], hflip=self.use_hflip, rot=self.use_rot, rng=rng)
+            gt_tensor = _to_tensor(gt_patch)
+            if self.degradation.gt_usm:  # Real-ESRNet: the loss and the degradations see the sharpened GT
+                gt_tensor = usm_sharp(gt_tensor[None])[0]
+            lq_tensor = degrade(gt_tensor, scale=s, settings=self.degradation, rng=rng)
+            return {"lq": lq_tensor, "gt": gt_tensor, "gt_path": name}
         lq_patch = bicubic_lr(gt_patch, s)  # (size / s, size / s, 3), float: not rounded, not clipped
         gt_patch, lq_patch = augment([gt_patch, lq_patch], hflip=self.use_hflip, rot=self.use_rot, rng=rng)
         return {"lq": _to_tensor(lq_patch), "gt": _to_tensor(gt_patch), "gt_path": name}
