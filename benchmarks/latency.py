@@ -22,9 +22,9 @@ median time and its ratio to sisr fp32, then the issue's targets. Workers:
 - ``official`` (``--official-seemore FILE``, a copy of ``basicsr/archs/seemore_arch.py`` from
   eduardzamfir/seemoredetails without its registry import, kept outside this repository; it needs
   einops, found in ``--spandrel DIR`` too), and ``--official-mma DIR`` as below;
-- ``onnxruntime``: the network exported with :func:`sisr.export.export_onnx` (into a temporary folder)
-  and run by ONNX Runtime's CPU provider with as many threads (skipped without onnxruntime, or with
-  ``--no-onnx``);
+- ``onnxruntime``: the network exported with :func:`sisr.export.export_onnx` (into a temporary folder,
+  which takes minutes) and run by ONNX Runtime's CPU provider with as many threads (skipped without
+  onnxruntime, with ``--no-onnx`` and with ``--quick``);
 - ``today`` (``--baseline SRC``): another sisr checkout's ``src`` folder (with its compiled kernels),
   run with ``PYTHONPATH=SRC``, fp32 with its defaults.
 
@@ -50,6 +50,8 @@ L1 loss, backward and an Adam step, in train mode). Rows:
   it is in this repository): ``--official-mma DIR`` where ``DIR`` makes ``basicsr.archs.mma_arch``
   importable with ``mamba_ssm``'s CUDA ops replaced by their CPU reference (see tests/fixtures/README.md),
   and ``--official-seemore FILE`` as above. Rows that need them are skipped without them.
+
+``--quick``: the speed table on SeemoRe-T x4 320x180 and mma-s x4 128x128 only, without onnxruntime.
 
 Usage: python benchmarks/latency.py [--table speed|memory|both] [--quick] [--repeat N] [--threads N]
 [--spandrel DIR] [--official-seemore FILE] [--official-mma DIR] [--baseline SRC] [--no-onnx]
@@ -523,7 +525,11 @@ def _workers(args: argparse.Namespace) -> Iterator[list[_Client]]:
             args.official_seemore or args.official_mma,
             "--official-seemore FILE / --official-mma DIR",
         ),
-        ("onnx", not args.no_onnx and importlib.util.find_spec("onnxruntime") is not None, "onnxruntime"),
+        (
+            "onnx",
+            not args.no_onnx and not args.quick and importlib.util.find_spec("onnxruntime") is not None,
+            "onnxruntime, and not --quick or --no-onnx",
+        ),
         ("today", args.baseline, "--baseline SRC"),
     ):
         (kinds if option else skipped).append(kind if option else f"{WORKERS[kind][0]} (needs {what})")
@@ -739,8 +745,15 @@ def memory_table(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--table", choices=("speed", "memory", "both"), default="both")
-    parser.add_argument("--quick", action="store_true", help="only the fast rows and cells (under 2 min)")
+    parser.add_argument(
+        "--table", choices=("speed", "memory", "both"), help="default: both; with --quick, speed"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the fast rows and cells, without onnxruntime (its export takes minutes): the speed "
+        "table in under 2 minutes on an idle machine",
+    )
     parser.add_argument(
         "--repeat", type=positive_int, default=3, help="timed runs (rounds) per cell after one warm-up"
     )
@@ -772,6 +785,8 @@ def main() -> None:
     if args.cell:
         print(json.dumps(run_cell(args.cell, args)))
         return
+    if args.table is None:
+        args.table = "speed" if args.quick else "both"
     if args.table in ("speed", "both"):
         speed_table(args)
     if args.table in ("memory", "both"):
