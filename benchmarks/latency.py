@@ -528,7 +528,7 @@ def _workers(args: argparse.Namespace) -> Iterator[list[_Client]]:
         (
             "onnx",
             not args.no_onnx and not args.quick and importlib.util.find_spec("onnxruntime") is not None,
-            "onnxruntime, and not --quick or --no-onnx",
+            "onnxruntime; off with --quick and --no-onnx",
         ),
         ("today", args.baseline, "--baseline SRC"),
     ):
@@ -558,6 +558,7 @@ def _workers(args: argparse.Namespace) -> Iterator[list[_Client]]:
 def speed_table(args: argparse.Namespace) -> None:
     """Prints the interleaved speed table, the targets and the spandrel checks."""
     names = SPEED_QUICK if args.quick else tuple(SPEED_CELLS)
+    torch.set_num_threads(args.threads)  # the driver only compares outputs; machine() names this count
     policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE" if args.threads > 1 else "unset")
     print(f"## Speed: {machine()}")
     print(
