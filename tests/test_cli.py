@@ -97,6 +97,28 @@ def test_a_sisr_error_is_one_line(
     assert capsys.readouterr().err == "sisr: error: first line second line\n"
 
 
+@pytest.mark.parametrize("command", ["upscale", "evaluate", "lam"])
+def test_a_precision_the_gate_refuses_is_one_line(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # fp16 where the device would run it: the measured gate refuses it for SeemoRe, before any file.
+    import sisr.precision
+    from sisr.data.images import write_image
+
+    monkeypatch.setattr(sisr.precision, "device_supports", lambda precision, device: True)
+    source, out = tmp_path / "in.png", tmp_path / "out"
+    write_image(source, np.full((32, 32, 3), 100, np.uint8))
+    argv = {
+        "upscale": ["upscale", str(source), "-o", str(out / "o.png"), "-m", "seemore-t-x2"],
+        "evaluate": ["evaluate", "-m", "seemore-t-x2", "--data", str(tmp_path / "none")],
+        "lam": ["lam", str(source), "-m", "seemore-t-x2", "--pos", "0", "0", "--out", str(out)],
+    }[command]
+    assert main([*argv, "--precision", "fp16"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sisr: error: precision fp16 is not allowed for seemore" in err, err
+    assert not out.exists()
+
+
 def test_ctrl_c_while_importing_a_command(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -434,3 +434,56 @@ def test_cli_unknown_model_gets_one_line(hr_file, capsys):
     assert main(["lam", str(hr_file), "-m", "no-such-model", "--pos", "0", "0"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sisr: error: ") and "no-such-model" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Precision
+
+
+def test_path_gradients_run_the_forward_in_bf16_and_keep_a_float32_gradient():
+    # The forward runs under autocast (the convolutions' outputs are bf16), the gradient flows back
+    # through autocast's casts to the float32 input, and stays close to the fp32 one.
+    from sisr.analysis.lam import path_gradients
+
+    model = conv_net()
+    seen: list[torch.dtype] = []
+    model[0].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    image = torch.rand(3, 12, 10, generator=torch.Generator().manual_seed(0))
+    images, weights = blur_path(image, sigma=1.2, fold=4, kernel=5)
+
+    def objective(sr: torch.Tensor) -> torch.Tensor:
+        assert sr.dtype == torch.float32
+        return edge_objective(sr, 4, 4, 8)
+
+    ref = path_gradients(model, images, weights, objective, batch_size=3)
+    assert seen == [torch.float32, torch.float32]
+    seen.clear()
+    low = path_gradients(model, images, weights, objective, batch_size=3, precision="bf16")
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    assert not torch.equal(low, ref)  # bf16 did run
+    rel = (low - ref).norm() / ref.norm()
+    assert rel < 0.05, rel.item()
+
+
+@pytest.mark.parametrize(
+    "precision,native,message",
+    [
+        ("fp16", False, "precision fp16 is not supported on cpu"),
+        ("bf16", False, "precision bf16 is not supported on cpu"),
+        ("fp16", True, "precision fp16 is not allowed for seemore"),  # the device would run it: the gate
+    ],
+)
+def test_cli_refused_precision_gets_one_line(
+    hr_file, tmp_path, capsys, monkeypatch, precision, native, message
+):
+    import sisr.precision
+    from sisr.cli import main
+
+    monkeypatch.setattr(sisr.precision, "device_supports", lambda p, d: native or p == "fp32")
+    js = tmp_path / "lam.json"
+    argv = ["lam", str(hr_file), "-m", "seemore-t-x4", "--pos", "0", "0", "--precision", precision]
+    assert main([*argv, "--json", str(js)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sisr: error: ") and message in err and err.count("\n") == 1, err
+    assert not js.exists()

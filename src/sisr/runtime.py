@@ -1,5 +1,7 @@
 """Process-wide settings and the choice of device.
 
+:func:`configure_threads` sets the CPU thread settings of the ``sisr`` command before torch is imported.
+
 :func:`resolve_device` turns a device name (``--device``, ``device=``) into a ``torch.device`` that
 this machine has, or a one-line :class:`~sisr.errors.SisrError`; every command and workflow uses it.
 
@@ -35,9 +37,50 @@ from sisr.errors import SisrError
 if TYPE_CHECKING:  # torch is imported when a device is resolved, so that `sisr --help` stays fast
     import torch
 
-__all__ = ["World", "init_distributed", "resolve_device", "reuse_freed_memory"]
+__all__ = [
+    "DEFAULT_WAIT_POLICY",
+    "World",
+    "configure_threads",
+    "init_distributed",
+    "resolve_device",
+    "reuse_freed_memory",
+]
 
 _DEVICE_NAMES = "cpu, cuda, cuda:N or mps"
+# What OpenMP threads do while they wait for work: PASSIVE sleeps, where GOMP's default spins for a while
+# first. Spinning threads take the cores that other processes (or this one's other threads) need, and on
+# a shared machine several threads then run far slower than one (benchmarks/threads.py, README "Threads").
+DEFAULT_WAIT_POLICY = "PASSIVE"
+
+
+def configure_threads(threads: int | None = None) -> dict[str, str]:
+    """The ``sisr`` command's CPU thread settings; call it before torch is imported.
+
+    ``OMP_WAIT_POLICY`` becomes :data:`DEFAULT_WAIT_POLICY` unless the environment sets it (OpenMP reads
+    it once, when torch loads it). `threads` sets ``OMP_NUM_THREADS`` (and, if torch is already
+    imported, ``torch.set_num_threads``); None keeps ``OMP_NUM_THREADS`` as the user set it, or torch's
+    default, one thread per core.
+
+    Args:
+        threads: Threads for the CPU's parallel operations, at least 1; None: as above.
+
+    Returns:
+        The environment variables this call set, name -> value.
+
+    Raises:
+        SisrError: `threads` below 1.
+    """
+    if threads is not None and threads < 1:
+        raise SisrError(f"--threads must be at least 1, got {threads}")
+    changed: dict[str, str] = {}
+    if "OMP_WAIT_POLICY" not in os.environ and "torch" not in sys.modules:
+        changed["OMP_WAIT_POLICY"] = DEFAULT_WAIT_POLICY
+    if threads is not None:
+        changed["OMP_NUM_THREADS"] = str(threads)
+    os.environ.update(changed)
+    if threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return changed
 
 
 def resolve_device(device: str | torch.device | None = None, *, local_rank: int = 0) -> torch.device:

@@ -47,6 +47,7 @@ from PIL import Image as PILImage
 from torch import Tensor, nn
 
 from sisr.errors import SisrError
+from sisr.precision import Precision, autocast, check_model_precision
 
 __all__ = [
     "LamResult",
@@ -271,6 +272,7 @@ def path_gradients(
     objective: Callable[[Tensor], Tensor],
     *,
     batch_size: int = 8,
+    precision: Precision = "fp32",
 ) -> Tensor:
     """Gradients of the objective at every path point, times the path's derivative (``Path_gradient``).
 
@@ -280,6 +282,9 @@ def path_gradients(
         weights: ``(fold, C, H, W)`` path derivative at those points.
         objective: Maps the ``(B, C, sH, sW)`` output to ``(B,)`` per-item objectives.
         batch_size: Path points per forward and backward pass.
+        precision: The forward runs under :func:`sisr.precision.autocast` in this precision (not checked
+            here: see :func:`sisr.precision.check_model_precision`); the input, the objective and the
+            gradient stay float32, autograd carrying the gradient back through autocast's casts.
 
     Returns:
         ``(fold, C, H, W)`` float32 on the CPU, with NaN gradients set to 0 before weighting.
@@ -294,7 +299,9 @@ def path_gradients(
             x = images[start : start + batch_size].to(device).requires_grad_(True)
             # Items are independent, so the gradient of the summed objective is each item's own gradient;
             # autograd.grad leaves the parameters' .grad untouched.
-            (grad,) = torch.autograd.grad(objective(model(x)).sum(), x)
+            with autocast(precision, device):
+                sr = model(x)
+            (grad,) = torch.autograd.grad(objective(sr.float()).sum(), x)
             grad = torch.where(torch.isnan(grad), torch.zeros_like(grad), grad).cpu().float()
             out[start : start + batch_size] = grad * weights[start : start + batch_size]
     return out
@@ -374,6 +381,7 @@ def lam(
     name: str = "model",
     scale: int | None = None,
     batch_size: int = 8,
+    precision: Precision = "fp32",
 ) -> LamResult:
     """Computes the local attribution map and the Diffusion Index of one network for one window.
 
@@ -384,6 +392,7 @@ def lam(
         name: The network's name, kept in the result.
         scale: Its upscaling factor; None reads it from a sisr network.
         batch_size: Path points per forward/backward pass (memory grows with it).
+        precision: The forward's precision (autocast), as :func:`path_gradients`; not checked here.
 
     Returns:
         The map, Gini and DI, and the images they were computed on.
@@ -410,7 +419,7 @@ def lam(
             raise SisrError(f"{name}: output is {got} for a {size} input, not x{s}")
         return edge_objective(sr, h, w, settings.window)
 
-    grads = path_gradients(model, images, weights, objective, batch_size=batch_size)
+    grads = path_gradients(model, images, weights, objective, batch_size=batch_size, precision=precision)
     attribution = attribution_map(grads)
     g = gini(attribution)
     return LamResult(name, s, settings, attribution, g, (1.0 - g) * 100.0, hr, lr)
@@ -504,6 +513,7 @@ def run_lam(
     map_path: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     batch_size: int = 8,
+    precision: Precision = "fp32",
     echo: Callable[[str], object] | None = print,
 ) -> list[LamResult]:
     """``sisr lam``: LAM of each model for one window of one HR image, and every file asked for.
@@ -522,13 +532,16 @@ def run_lam(
             of each model is appended to the stem.
         device: Where the networks run.
         batch_size: Path points per forward/backward pass.
+        precision: ``fp32`` (default), ``bf16`` or ``fp16``: the networks' forward under autocast, where
+            the device runs it natively and each architecture's gate allows it (:mod:`sisr.precision`).
         echo: Called with one line per model as soon as it is done (None: silent).
 
     Returns:
         One result per model, in order.
 
     Raises:
-        SisrError: Unreadable image, unknown model, window outside the image or image smaller than it.
+        SisrError: Unreadable image, unknown model, window outside the image or image smaller than it,
+            or a precision refused for a model on this device.
     """
     from sisr.checkpoint import load_model
     from sisr.data.images import read_image
@@ -542,6 +555,7 @@ def run_lam(
         raise SisrError(f"the models' names must differ (they name the output files): {', '.join(names)}")
     loaded = [load_model(m, device=device) for m in models]
     for net in loaded:
+        check_model_precision(net, precision)
         s = _scale_of(net)
         _check_window(settings, hr.shape[0] - hr.shape[0] % s, hr.shape[1] - hr.shape[1] % s)
     maps = None if map_path is None else map_paths(map_path, names)
@@ -552,7 +566,7 @@ def run_lam(
 
     results = []
     for name, net in zip(names, loaded, strict=True):
-        result = lam(net, hr, settings, name=name, batch_size=batch_size)
+        result = lam(net, hr, settings, name=name, batch_size=batch_size, precision=precision)
         results.append(result)
         if echo is not None:
             echo(summary_line(result))

@@ -12,6 +12,10 @@ stderr and exit status 1, without a traceback. Ctrl-C at any moment, imports inc
 after every file being written has removed its temporary file. Usage mistakes (unknown option, missing
 argument) are argparse's: usage and a message on stderr, exit status 2.
 
+Before a command's module can import torch, :func:`sisr.runtime.configure_threads` sets
+``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it; every command that runs networks takes
+``--threads N`` (:data:`THREADED`), which sets the number of CPU threads.
+
 This module imports almost nothing at the top (``sisr`` and ``python -m sisr`` import it before
 :func:`main` can catch a Ctrl-C); everything else is imported inside :func:`main`.
 """
@@ -39,6 +43,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("sisr.cli.export", "export a network to ONNX, verified with ONNX Runtime"),
     "serve": ("sisr.cli.serve", "a local web page to upscale and compare images"),
 }
+
+# Commands that run networks on the CPU: they take --threads N.
+THREADED = frozenset({"upscale", "train", "evaluate", "test", "lam", "profile", "export"})
 
 _SIGINT, _SIGTERM = 2, 15  # POSIX numbers, so that reporting needs no import
 _INTERRUPTED = {_SIGINT: ("interrupted", 130), _SIGTERM: ("terminated", 143)}
@@ -105,7 +112,7 @@ def run_command(argv: Sequence[str]) -> int:
     import argparse
     import importlib
 
-    from sisr.runtime import reuse_freed_memory
+    from sisr.runtime import configure_threads, reuse_freed_memory
 
     argv = list(argv)
     if not argv or argv[0] not in COMMANDS:  # help, version or a usage error: argparse exits
@@ -122,11 +129,25 @@ def run_command(argv: Sequence[str]) -> int:
         raise SystemExit(2)  # not reached: every such argv makes argparse exit
     name, rest = argv[0], argv[1:]
     module_name, help_line = COMMANDS[name]
+    configure_threads()  # before the command imports torch (OpenMP reads its wait policy on load)
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"sisr {name}", description=help_line)
     module.add_arguments(parser)
+    if name in THREADED:
+        from sisr.cli.argtypes import positive_int
+
+        parser.add_argument(
+            "--threads",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="CPU threads (default: OMP_NUM_THREADS if set, else one per core); OpenMP threads wait "
+            "passively (OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY is set",
+        )
     parse = getattr(module, "parse_args", None)
     args = parser.parse_args(rest) if parse is None else parse(parser, rest)
+    if getattr(args, "threads", None) is not None:
+        configure_threads(args.threads)
     reuse_freed_memory()  # a command runs and exits: keep freed tensors' memory for the next ones
     return module.run(args)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sisr.cli.argtypes import positive_int
+from sisr.cli.argtypes import add_precision_argument, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="path steps per forward and backward pass; memory grows with it (default: 8)",
     )
+    add_precision_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         map_path=args.map,
         device=args.device,
         batch_size=args.batch_size,
+        precision=args.precision,
         echo=lambda line: print(line, flush=True),
     )
     return 0
