@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 # Commands that run networks on the CPU: they take --threads N.
-THREADED = frozenset({"upscale", "train", "evaluate", "test", "lam", "profile", "export"})
+THREADED = frozenset({"upscale", "train", "evaluate", "test", "lam", "profile", "export", "serve"})
 
 _SIGINT, _SIGTERM = 2, 15  # POSIX numbers, so that reporting needs no import
 _INTERRUPTED = {_SIGINT: ("interrupted", 130), _SIGTERM: ("terminated", 143)}
