@@ -16,6 +16,8 @@ same layers, in other spellings that agree with the reference within float round
   operands in place), so no (B, L, C) <-> (B, C, L) copy surrounds the scan.
 - The FFN runs ``project_in`` and the depthwise conv in their two output halves, with the GELU and the
   gate fused into the depthwise convs as oneDNN post-ops; CAB's first conv fuses its GELU.
+- The upsampler's convs write their channels in pixel-shuffle order, which makes the shuffle a copy
+  of contiguous runs.
 
 Nothing is cached: every call reads the current weights.
 """
@@ -199,8 +201,10 @@ class BiMamba(nn.Module):
         delta is (B, d_inner, L) without its bias (``dt_proj.bias`` enters the scan as delta_bias);
         B and C are (B, d_state, L).
         """
-        if fast_path_allowed(u):  # in the (B, channels, L) layout: delta comes out contiguous
-            x_dbl = _matmul(x_proj.weight, u)  # (B, dt_rank + 2 * d_state, L)
+        if fast_path_allowed(u):  # delta comes out contiguous (B, d_inner, L), as the scan reads it
+            # x_dbl as (B, L, dt_rank + 2 * d_state): BLAS is several times faster at dt_proj's rank-3
+            # product with dt as this transposed view than as contiguous (dt_rank, L) rows.
+            x_dbl = _matmul(u.transpose(1, 2), x_proj.weight.t()).transpose(1, 2)
             dt, b, c = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
             delta = _matmul(dt_proj.weight, dt)
             return ScanInputs(u, delta, -torch.exp(A_log), b, c, D, dt_proj.bias)
@@ -301,6 +305,31 @@ class Upsample(nn.Sequential):
             for _ in range(int(scale).bit_length() - 1):
                 layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
         super().__init__(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _fast(x):
+            return super().forward(x)
+        layers = list(self)  # (conv, pixel shuffle) pairs
+        for conv, shuffle in zip(layers[::2], layers[1::2], strict=True):
+            x = _conv_pixel_shuffle(conv, x, shuffle.upscale_factor)
+        return x
+
+
+def _conv_pixel_shuffle(conv: nn.Conv2d, x: Tensor, r: int) -> Tensor:
+    """``F.pixel_shuffle(conv(x), r)`` for a channels_last `x`, with a cheaper shuffle.
+
+    The convolution's output channels are reordered from (c, i, j) to (i, j, c), so that its
+    channels_last output holds (B, H, W, i, j, c): the shuffle to (B, H, i, W, j, c) then moves whole
+    runs of r * c contiguous values, where ATen's channels_last pixel_shuffle gathers single ones.
+    """
+    c = conv.out_channels // (r * r)
+    weight = conv.weight.unflatten(0, (c, r, r)).permute(1, 2, 0, 3, 4, 5).flatten(0, 2)
+    bias = None if conv.bias is None else conv.bias.view(c, r, r).permute(1, 2, 0).flatten()
+    y = conv2d(conv, x, weight=weight.contiguous(), bias=None if bias is None else bias.contiguous())
+    b, _, h, w = y.shape
+    cells = y.permute(0, 2, 3, 1).reshape(b, h, w, r, r, c)  # a view for a channels_last y
+    out = cells.permute(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c)  # (B, H*r, W*r, c), one copy
+    return out.permute(0, 3, 1, 2)  # (B, c, H*r, W*r), channels_last
 
 
 class MMA(nn.Module):
