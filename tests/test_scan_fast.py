@@ -408,3 +408,107 @@ def test_fused_many_channels(threads: int) -> None:
         assert rel_err(out, ref * F.silu(x["z"])) <= TOL
     finally:
         torch.set_num_threads(previous)
+
+
+# bf16 and fp16 inputs go into the kernel as they are; it converts them to float32 as it reads them and
+# accumulates in float32, so its results are the float32 kernel's on the same (rounded) inputs, rounded
+# once to the input dtype: equal to that exactly, and to the float32 reference within one rounding of
+# the dtype (2^-8 relative for bf16, 2^-11 for fp16, of the largest value) plus TOL.
+REDUCED = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+PARAMS = ("A", "D", "delta_bias")  # float32 parameters, as under autocast
+
+
+def rounded(x: dict[str, Tensor | None], dtype: torch.dtype) -> dict[str, Tensor | None]:
+    """The inputs in `dtype` (parameters stay float32)."""
+    return {k: v if v is None or k in PARAMS else v.to(dtype) for k, v in x.items()}
+
+
+def widened(x: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
+    return {k: None if v is None else v.float() for k, v in x.items()}
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", list(REDUCED), ids=["bf16", "fp16"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_d,with_z,with_bias,softplus", OPTIONS[:3])
+def test_reduced_precision_inputs(
+    dtype: torch.dtype, reverse: bool, with_d: bool, with_z: bool, with_bias: bool, softplus: bool
+) -> None:
+    x = variant(make_inputs(length=150, seed=11), with_d=with_d, with_z=with_z, with_bias=with_bias)
+    if not softplus:
+        x["delta"] = F.softplus(x["delta"])
+    low = rounded(x, dtype)
+    out, grads = run(_fused.selective_scan, low, softplus, reverse)
+    assert out.dtype == dtype
+    assert all(grads[k].dtype == (torch.float32 if k in PARAMS else dtype) for k in grads)
+    # run()'s output weights in `dtype`, as float32, for the float32 scans of the rounded inputs.
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(99), dtype=dtype).float()
+
+    def run32(fn) -> tuple[Tensor, dict[str, Tensor]]:
+        leaves = {k: v.detach().float().requires_grad_() for k, v in low.items() if v is not None}
+        args = {k: leaves.get(k) for k in NAMES}
+        out32 = fn(*(args[k] for k in NAMES[:7]), args["delta_bias"], softplus, reverse=reverse)
+        grads32 = torch.autograd.grad((out32 * weight).sum(), list(leaves.values()))
+        return out32.detach(), dict(zip(leaves, grads32, strict=True))
+
+    # The float32 kernel on the rounded inputs, rounded once: exactly equal.
+    out32, grads32 = run32(_fused.selective_scan)
+    assert torch.equal(out, out32.to(dtype))
+    for k, g in grads.items():
+        assert torch.equal(g, grads32[k].to(g.dtype)), k
+    # The float32 reference on the rounded inputs: within one rounding.
+    ref_out, ref_grads = run32(selective_scan_ref)
+    tol = REDUCED[dtype] + TOL
+    errors = {"out": rel_err(out.float(), ref_out)}
+    errors.update({k: rel_err(grads[k].float(), ref_grads[k]) for k in grads})
+    assert all(v <= tol for v in errors.values()), errors
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", list(REDUCED), ids=["bf16", "fp16"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reduced_precision_bidirectional(dtype: torch.dtype, threads: int) -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = make_inputs(batch=2, d=40, length=130, seed=7)
+        keys = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+        fwd = ScanInputs(*(x[k] for k in keys))
+        bwd = fwd._replace(u=fwd.u.flip(-1), delta=fwd.delta.roll(3, -1), B=fwd.C, C=fwd.B)
+
+        def low(s: ScanInputs) -> ScanInputs:
+            return s._replace(u=s.u.to(dtype), delta=s.delta.to(dtype), B=s.B.to(dtype), C=s.C.to(dtype))
+
+        def wide(s: ScanInputs) -> ScanInputs:
+            return s._replace(u=s.u.float(), delta=s.delta.float(), B=s.B.float(), C=s.C.float())
+
+        z = x["z"].to(dtype)
+        out = _fused.selective_scan_bidirectional(low(fwd), low(bwd), z, True)
+        assert out.dtype == dtype
+        out32 = _fused.selective_scan_bidirectional(wide(low(fwd)), wide(low(bwd)), z.float(), True)
+        assert torch.equal(out, out32.to(dtype))
+        ref = selective_scan_bidirectional_ref(wide(low(fwd)), wide(low(bwd)), z.float(), True)
+        assert rel_err(out.float(), ref) <= REDUCED[dtype] + TOL
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_kernel
+def test_reduced_precision_mixed_inputs_compute_in_float32() -> None:
+    # Not all sequence inputs in one reduced dtype: everything is taken in float32, as before.
+    x = rounded(make_inputs(length=30), torch.bfloat16)
+    x["delta"] = x["delta"].float()
+    out = _fused.selective_scan(*(x[k] for k in NAMES), True)
+    assert out.dtype == torch.bfloat16
+    ref = selective_scan_ref(*(widened(x)[k] for k in NAMES), True)
+    assert rel_err(out.float(), ref) <= REDUCED[torch.bfloat16] + TOL
+
+
+@needs_kernel
+def test_kernel_rejects_reduced_precision_parameters() -> None:
+    x = rounded(make_inputs(length=10), torch.bfloat16)
+    with pytest.raises(RuntimeError, match="A has dtype"):
+        _fused._kernel().fwd(
+            [x["u"]], [x["delta"]], [x["A"].bfloat16()], [x["B"]], [x["C"]], [None], [None],
+            [False], None, True, False, 64,
+        )  # fmt: skip

@@ -5,6 +5,21 @@ Mamba (the "bimamba v2" of Vision Mamba, Zhu et al., arXiv 2401.09417) over the 
 an RCAN-style channel attention branch, followed by a gated depthwise-conv feed-forward network.
 Module and parameter names follow the official code (ArsenalCheng/MMA) so that its checkpoints load with
 ``strict=True``.
+
+Fast path (float32 CPU inference, where :func:`sisr.models._fastpath.fast_path_allowed` says so): the
+same layers, in other spellings that agree with the reference within float rounding.
+
+- The feature maps are channels_last end to end, so oneDNN runs every convolution in its fastest layout,
+  LayerNorm2d reads its (B, H, W, C) view in place, and the Mamba tokens are that view too.
+- The Mamba mixer works in the scan's (B, channels, L) layout: every projection is one matrix product per
+  batch element whose output is already in the layout its consumer reads (BLAS takes the transposed
+  operands in place), so no (B, L, C) <-> (B, C, L) copy surrounds the scan.
+- The FFN runs ``project_in`` and the depthwise conv in their two output halves, with the GELU and the
+  gate fused into the depthwise convs as oneDNN post-ops; CAB's first conv fuses its GELU.
+- The upsampler's convs write their channels in pixel-shuffle order, which makes the shuffle a copy
+  of contiguous runs.
+
+Nothing is cached: every call reads the current weights.
 """
 
 from __future__ import annotations
@@ -16,10 +31,48 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sisr.models._checks import check_int, check_positive, check_rgb
+from sisr.models._fastpath import fast_path_allowed
+from sisr.models._fused import conv2d, fused_convs_available
 from sisr.models._pointwise import PointwiseConv2d
 from sisr.ops import ScanInputs, selective_scan_bidirectional
 
 __all__ = ["MMA", "VARIANTS"]
+
+
+def _fast(x: Tensor) -> bool:
+    """Whether the oneDNN fast path runs for `x` (see the module docstring)."""
+    return fast_path_allowed(x) and fused_convs_available()
+
+
+def _matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` with one of them a matrix and the other a batch (B, m, n), as a new contiguous tensor.
+
+    One ``mm`` per batch element: BLAS reads a transposed (column-major) operand in place, where
+    ``torch.matmul`` would copy a batch of them first.
+    """
+    batch = (a if a.dim() == 3 else b).shape[0]
+    out = a.new_empty(batch, a.shape[-2], b.shape[-1])
+    for i in range(batch):
+        torch.mm(a[i] if a.dim() == 3 else a, b[i] if b.dim() == 3 else b, out=out[i])
+    return out
+
+
+def _depthwise_half(conv: nn.Conv2d, x: Tensor, half: int, *, unary: str, other: Tensor | None) -> Tensor:
+    """One half of the channels of depthwise `conv` (0: the first, 1: the second) on `x`, which holds
+    that half's input channels, with a oneDNN post-op: GELU (`unary` "gelu") or ``* other``.
+
+    (``sisr.models._fused.conv2d`` takes the group count from `conv`; a half has half the groups.)
+    """
+    channels = conv.out_channels // 2
+    rows = slice(half * channels, (half + 1) * channels)
+    weight = conv.weight[rows]
+    bias = None if conv.bias is None else conv.bias[rows]
+    geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), channels)
+    if other is not None:
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, other, weight, bias, *geometry, "mul", None, None, [], None
+        )
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry, unary, [], "none")
 
 
 class ChannelAttention(nn.Module):
@@ -53,6 +106,9 @@ class CAB(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(x):  # the first conv with its GELU fused
+            conv_in, _, conv_out, attention = self.cab
+            return attention(conv_out(conv2d(conv_in, x, unary="gelu")))
         return self.cab(x)
 
 
@@ -78,6 +134,17 @@ class FeedForward(nn.Module):
         self.project_out = PointwiseConv2d(hidden, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(x):
+            # Each half of project_in through its half of the depthwise conv, GELU and gate fused in:
+            # gate = gelu(dw_1(in_1(x))), gated = dw_2(in_2(x)) * gate.
+            hidden = self.dwconv.out_channels // 2
+            w_in, b_in = self.project_in.weight, self.project_in.bias
+            halves = [
+                conv2d(self.project_in, x, weight=w_in[rows], bias=None if b_in is None else b_in[rows])
+                for rows in (slice(0, hidden), slice(hidden, 2 * hidden))
+            ]
+            gate = _depthwise_half(self.dwconv, halves[0], 0, unary="gelu", other=None)
+            return self.project_out(_depthwise_half(self.dwconv, halves[1], 1, unary="none", other=gate))
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)
 
@@ -134,6 +201,13 @@ class BiMamba(nn.Module):
         delta is (B, d_inner, L) without its bias (``dt_proj.bias`` enters the scan as delta_bias);
         B and C are (B, d_state, L).
         """
+        if fast_path_allowed(u):  # delta comes out contiguous (B, d_inner, L), as the scan reads it
+            # x_dbl as (B, L, dt_rank + 2 * d_state): BLAS is several times faster at dt_proj's rank-3
+            # product with dt as this transposed view than as contiguous (dt_rank, L) rows.
+            x_dbl = _matmul(u.transpose(1, 2), x_proj.weight.t()).transpose(1, 2)
+            dt, b, c = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+            delta = _matmul(dt_proj.weight, dt)
+            return ScanInputs(u, delta, -torch.exp(A_log), b, c, D, dt_proj.bias)
         x_dbl = x_proj(u.transpose(1, 2))  # (B, L, dt_rank + 2 * d_state)
         dt, b, c = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
@@ -142,24 +216,33 @@ class BiMamba(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """Mixes (B, L, d_model) tokens; returns the same shape."""
         length = tokens.shape[1]
-        xz = self.in_proj(tokens).transpose(1, 2)  # (B, 2 * d_inner, L)
-        x, z = xz.chunk(2, dim=1)
+        fast = fast_path_allowed(tokens)
+        if fast:  # x and z as two products in the scan's layout, each contiguous (B, d_inner, L)
+            w_in = self.in_proj.weight
+            x = _matmul(w_in[: self.d_inner], tokens.transpose(1, 2))
+            z = _matmul(w_in[self.d_inner :], tokens.transpose(1, 2))
+        else:
+            xz = self.in_proj(tokens).transpose(1, 2)  # (B, 2 * d_inner, L)
+            x, z = xz.chunk(2, dim=1)
         k = self.conv1d.kernel_size[0]
 
         # Forward direction: causal depthwise conv (padding k-1 on both sides, keep the first L).
         u = F.silu(self.conv1d(x)[..., :length])
         # Backward direction. Vim runs conv1d_b on the reversed sequence and reverses the scan's output
         # back; without any flip, that is an anti-causal conv (right padding, reversed kernel) on x and
-        # a scan from the last position to the first, which is what the bidirectional op does.
-        u_b = F.silu(
-            F.conv1d(
-                F.pad(x, (0, k - 1)), self.conv1d_b.weight.flip(-1), self.conv1d_b.bias, groups=self.d_inner
-            )
-        )
+        # a scan from the last position to the first, which is what the bidirectional op does. The fast
+        # path pads both sides and keeps the last L instead of copying x into a padded tensor.
+        w_b, b_b = self.conv1d_b.weight.flip(-1), self.conv1d_b.bias
+        if fast:
+            u_b = F.silu(F.conv1d(x, w_b, b_b, padding=k - 1, groups=self.d_inner)[..., k - 1 :])
+        else:
+            u_b = F.silu(F.conv1d(F.pad(x, (0, k - 1)), w_b, b_b, groups=self.d_inner))
         forward = self._ssm_inputs(u, self.x_proj, self.dt_proj, self.A_log, self.D)
         backward = self._ssm_inputs(u_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
         # (y_f + y_b) * silu(z): both directions gated by the same z, as in Vim.
         y = selective_scan_bidirectional(forward, backward, z, delta_softplus=True)  # (B, d_inner, L)
+        if fast:  # (B, L, d_model) straight from the (B, d_inner, L) output
+            return _matmul(y.transpose(1, 2), self.out_proj.weight.t())
         return self.out_proj(y.transpose(1, 2))  # (B, L, d_model)
 
 
@@ -223,6 +306,31 @@ class Upsample(nn.Sequential):
                 layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
         super().__init__(*layers)
 
+    def forward(self, x: Tensor) -> Tensor:
+        if not _fast(x):
+            return super().forward(x)
+        layers = list(self)  # (conv, pixel shuffle) pairs
+        for conv, shuffle in zip(layers[::2], layers[1::2], strict=True):
+            x = _conv_pixel_shuffle(conv, x, shuffle.upscale_factor)
+        return x
+
+
+def _conv_pixel_shuffle(conv: nn.Conv2d, x: Tensor, r: int) -> Tensor:
+    """``F.pixel_shuffle(conv(x), r)`` for a channels_last `x`, with a cheaper shuffle.
+
+    The convolution's output channels are reordered from (c, i, j) to (i, j, c), so that its
+    channels_last output holds (B, H, W, i, j, c): the shuffle to (B, H, i, W, j, c) then moves whole
+    runs of r * c contiguous values, where ATen's channels_last pixel_shuffle gathers single ones.
+    """
+    c = conv.out_channels // (r * r)
+    weight = conv.weight.unflatten(0, (c, r, r)).permute(1, 2, 0, 3, 4, 5).flatten(0, 2)
+    bias = None if conv.bias is None else conv.bias.view(c, r, r).permute(1, 2, 0).flatten()
+    y = conv2d(conv, x, weight=weight.contiguous(), bias=None if bias is None else bias.contiguous())
+    b, _, h, w = y.shape
+    cells = y.permute(0, 2, 3, 1).reshape(b, h, w, r, r, c)  # a view for a channels_last y
+    out = cells.permute(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c)  # (B, H*r, W*r, c), one copy
+    return out.permute(0, 3, 1, 2)  # (B, c, H*r, W*r), channels_last
+
 
 class MMA(nn.Module):
     """MMA super-resolution network.
@@ -280,12 +388,16 @@ class MMA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps (B, C, H, W) in [0, 1] to (B, C, upscale*H, upscale*W)."""
+        fast = _fast(x)
+        if fast:  # channels_last features from here to the output
+            x = x.contiguous(memory_format=torch.channels_last)
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         x = self.conv_first(x)
         x = x + self.conv_after_body(self.body(x))
         x = self.conv_last(self.upsample(x))
-        return x / self.img_range + mean
+        x = x / self.img_range + mean
+        return x.contiguous() if fast else x
 
 
 # Official configuration (options/{train,test}/MMA/*.yml), and sisr's small one (the shipped mma-s-x2/x4,

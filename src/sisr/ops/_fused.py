@@ -131,15 +131,46 @@ class _FusedScanFn(torch.autograd.Function):
         return (None, None, None, dz, *grads)
 
 
-def _prepare(x: Direction, dtype: torch.dtype) -> list[Tensor | None]:
-    """The 7 tensors of one direction as the kernel takes them: one group squeezed, cast to ``dtype``."""
+_REDUCED = (torch.bfloat16, torch.float16)
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+def _dtypes(dirs: Sequence[Direction], z: Tensor | None) -> tuple[torch.dtype, torch.dtype]:
+    """(storage, compute) dtypes of one kernel call.
+
+    The storage dtype is that of u, delta, B, C, z and the output: bfloat16 or float16 when all of them
+    already are (autocast's output), so that nothing is cast around the kernel; else float64 for a
+    float64 ``u`` and float32 otherwise. The compute dtype (the arithmetic, and A, D, delta_bias) is
+    float64 for float64 and float32 for the rest.
+    """
+    u = dirs[0][0]
+    assert u is not None
+    if u.dtype == torch.float64:
+        return torch.float64, torch.float64
+    sequences = [t for x in dirs for t in (x[0], x[1], x[3], x[4])] + ([] if z is None else [z])
+    if u.dtype in _REDUCED and all(t is not None and t.dtype == u.dtype for t in sequences):
+        return u.dtype, torch.float32
+    return torch.float32, torch.float32
+
+
+def _prepare(x: Direction, storage: torch.dtype, compute: torch.dtype) -> list[Tensor | None]:
+    """The 7 tensors of one direction as the kernel takes them: one group squeezed; u, delta, B, C in
+    ``storage``, A, D, delta_bias in ``compute``."""
     if not supports(x):
         raise ValueError("the fused selective scan supports real A and B, C of shape (batch, n, L) only")
     u, delta, A, B, C, D, delta_bias = x
     assert B is not None and C is not None
     B = B if B.dim() == 3 else B.squeeze(1)  # one group == shared by all channels
     C = C if C.dim() == 3 else C.squeeze(1)
-    return [None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, delta_bias)]
+    return [
+        *(_cast(t, storage) for t in (u, delta)),
+        _cast(A, compute),
+        *(_cast(t, storage) for t in (B, C)),
+        *(_cast(t, compute) for t in (D, delta_bias)),
+    ]
 
 
 def _run(
@@ -151,10 +182,10 @@ def _run(
         raise RuntimeError(f"the compiled selective-scan kernel is not available. {BUILD_HINT}")
     u = dirs[0][0]
     assert u is not None
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
-    flat = [t for x in dirs for t in _prepare(x, dtype)]
-    zc = None if z is None else z.to(dtype)
-    return _FusedScanFn.apply(kernel, reverse, delta_softplus, zc, *flat).to(u.dtype)
+    storage, compute = _dtypes(dirs, z)
+    flat = [t for x in dirs for t in _prepare(x, storage, compute)]
+    out = _FusedScanFn.apply(kernel, reverse, delta_softplus, _cast(z, storage), *flat)
+    return _cast(out, u.dtype)
 
 
 def selective_scan(
@@ -172,8 +203,11 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan with the compiled CPU kernel; arguments as :func:`sisr.ops.selective_scan_ref`.
 
-    float64 inputs are computed in float64, everything else in float32; the result has the dtype of
-    ``u``. Differentiable in all tensor arguments.
+    float64 inputs are computed in float64, everything else in float32. bfloat16 or float16 ``u``,
+    ``delta``, ``B``, ``C`` and ``z`` (all in the same dtype) go into the kernel as they are: it converts
+    them to float32 as it reads them, accumulates in float32 and rounds the output (and the gradients
+    of those inputs) to their dtype once. The result has the dtype of ``u``. Differentiable in all
+    tensor arguments.
 
     Raises:
         RuntimeError: If the kernel is not built (see :func:`available`).

@@ -29,6 +29,12 @@
 //   result is deterministic for a given thread count; dA, dD and d(delta_bias) are per row and summed
 //   over the batch afterwards.
 //
+// * Reduced precision: u, delta, B, C and z may be bfloat16 or float16 (S, the storage type). They are
+//   converted to float (T, the compute type) chunk by chunk as they are read, all arithmetic and every
+//   accumulator (states, checkpoints, the sum of the directions, dB, dC, dA) is float, and the output and
+//   the gradients of u, delta, B, C, z are rounded to S once, at the end. For S == T nothing is converted
+//   and the float32/float64 code paths are exactly those of the single-type kernel.
+//
 // This file is compiled once per instruction set (generic, AVX2, AVX-512) into separate Python
 // modules; sisr.ops._fused picks the best one the CPU supports.
 
@@ -229,11 +235,48 @@ inline Vectorized<T> sigmoid(const Vectorized<T>& v) {
   return one / (one + fast_exp(v.neg()));
 }
 
-// One scan direction: inputs, optional checkpoint buffer and (backward only) gradient outputs.
-template <typename T>
+// Storage type S to compute type T. as_compute: n values from p as T (p itself when S == T, else
+// converted into scratch). load_as / store_as: one vector of m <= V values (lanes >= m zero on load).
+template <typename T, typename S>
+inline const T* as_compute(const S* p, int64_t n, T* scratch) {
+  if constexpr (std::is_same_v<S, T>) {
+    (void)n;
+    (void)scratch;
+    return p;
+  } else {
+    at::vec::convert(p, scratch, n);
+    return scratch;
+  }
+}
+
+template <typename T, typename S>
+inline Vectorized<T> load_as(const S* p, int64_t m) {
+  if constexpr (std::is_same_v<S, T>) {
+    return Vectorized<T>::loadu(p, m);
+  } else {
+    T buf[Vectorized<T>::size()];
+    at::vec::convert(p, buf, m);
+    return Vectorized<T>::loadu(buf, m);
+  }
+}
+
+template <typename T, typename S>
+inline void store_as(const Vectorized<T>& v, S* p, int64_t m) {
+  if constexpr (std::is_same_v<S, T>) {
+    v.store(p, m);
+  } else {
+    T buf[Vectorized<T>::size()];
+    v.store(buf, m);
+    at::vec::convert(buf, p, m);
+  }
+}
+
+// One scan direction: inputs, optional checkpoint buffer and (backward only) gradient outputs. u, delta
+// and their gradients are in the storage type S, everything else in the compute type T.
+template <typename T, typename S>
 struct Direction {
-  const T* u = nullptr;      // (B, D, L)
-  const T* delta = nullptr;  // (B, D, L)
+  const S* u = nullptr;      // (B, D, L)
+  const S* delta = nullptr;  // (B, D, L)
   const T* A = nullptr;      // (D, Np), zero padded
   const T* Bt = nullptr;     // (B, L, Np), zero padded
   const T* Ct = nullptr;     // (B, L, Np), zero padded
@@ -242,8 +285,8 @@ struct Direction {
   bool reverse = false;
   T* ckpt = nullptr;  // (B, D, nchunks, Np): state before each chunk (in scan order)
   // Backward outputs.
-  T* du = nullptr;       // (B, D, L)
-  T* ddelta = nullptr;   // (B, D, L)
+  S* du = nullptr;       // (B, D, L)
+  S* ddelta = nullptr;   // (B, D, L)
   T* dA = nullptr;       // (B, D, Np), summed over B by the caller
   T* dD = nullptr;       // (B, D)
   T* dbias = nullptr;    // (B, D)
@@ -286,11 +329,12 @@ inline void discretise(const T* delta, const T* u, T bias, bool softplus, int64_
 }
 
 // Forward of row (b, d) through chunk c = [lo, lo + n) of a direction: advances the state (NV vectors,
-// kept in registers) and writes (or, for a later direction, adds) y + D u to out. dt, dtu, y: scratch of
-// K values, yv of K * V.
-template <typename T, int NV>
-inline void forward_row(const Direction<T>& dir, const Geometry& g, int64_t b, int64_t d, int64_t c, int64_t lo,
-                        int64_t n, bool softplus, bool first, T* st, T* out, T* dt, T* dtu, T* y, T* yv) {
+// kept in registers) and writes (or, for a later direction, adds) y + D u to out (T, (B, D, L)). dt, dtu,
+// y, ub, db: scratch of K values, yv of K * V.
+template <typename T, typename S, int NV>
+inline void forward_row(const Direction<T, S>& dir, const Geometry& g, int64_t b, int64_t d, int64_t c,
+                        int64_t lo, int64_t n, bool softplus, bool first, T* st, T* out, T* dt, T* dtu, T* y,
+                        T* yv, T* ub, T* db) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   const int64_t L = g.len, Np = g.np;
@@ -300,7 +344,8 @@ inline void forward_row(const Direction<T>& dir, const Geometry& g, int64_t b, i
   if (dir.ckpt != nullptr) {
     std::copy(st, st + Np, dir.ckpt + ((b * g.dim + d) * g.nchunks + c) * Np);
   }
-  discretise(dir.delta + row + lo, dir.u + row + lo, dir.bias ? dir.bias[d] : T(0), softplus, n, dt, dtu);
+  const T* uu = as_compute(dir.u + row + lo, n, ub);
+  discretise(as_compute(dir.delta + row + lo, n, db), uu, dir.bias ? dir.bias[d] : T(0), softplus, n, dt, dtu);
   Vec h[NV], Av[NV];
   for (int j = 0; j < NV; ++j) {
     h[j] = Vec::loadu(st + j * V);
@@ -325,7 +370,6 @@ inline void forward_row(const Direction<T>& dir, const Geometry& g, int64_t b, i
   // Skip term, and sum of the directions (before the gate).
   const T Dd = dir.Dskip ? dir.Dskip[d] : T(0);
   T* o = out + row + lo;
-  const T* uu = dir.u + row + lo;
   for (int64_t i = 0; i < n; ++i) {
     const T v = y[i] + Dd * uu[i];
     o[i] = first ? v : o[i] + v;
@@ -346,14 +390,16 @@ inline void prefetch(const T* p, int64_t n) {
 #endif
 }
 
-// Forward over all directions for the items [item0, item1).
-template <typename T, int NV>
-void forward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, const T* z, T* out, T* out_pre,
-                   bool softplus, int64_t item0, int64_t item1) {
+// Forward over all directions for the items [item0, item1). acc (T) takes the sum of the directions
+// before the gate; it is out itself when S == T, else out_pre or a scratch tensor. out_pre (T, or null)
+// keeps that sum for the backward when z is given.
+template <typename T, typename S, int NV>
+void forward_items(const std::vector<Direction<T, S>>& dirs, const Geometry& g, const S* z, T* acc, S* out,
+                   T* out_pre, bool softplus, int64_t item0, int64_t item1) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   const int64_t L = g.len, Np = g.np, K = g.chunk;
-  std::vector<T> dt(K), dtu(K), y(K), yv(K * V), state;
+  std::vector<T> dt(K), dtu(K), y(K), yv(K * V), ub(K), db(K), state;
 
   for (int64_t item = item0; item < item1; ++item) {
     const int64_t b = item / g.nsplit;
@@ -362,7 +408,7 @@ void forward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, con
     state.assign((d1 - d0) * Np, T(0));
 
     for (size_t di = 0; di < dirs.size(); ++di) {
-      const Direction<T>& dir = dirs[di];
+      const Direction<T, S>& dir = dirs[di];
       std::fill(state.begin(), state.end(), T(0));
       for (int64_t c = 0; c < g.nchunks; ++c) {
         int64_t lo, hi;
@@ -372,10 +418,10 @@ void forward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, con
             const int64_t next = (b * g.dim + d + 1) * L + lo;
             prefetch(dir.delta + next, hi - lo);
             prefetch(dir.u + next, hi - lo);
-            prefetch(out + next, hi - lo);
+            prefetch(acc + next, hi - lo);
           }
-          forward_row<T, NV>(dir, g, b, d, c, lo, hi - lo, softplus, di == 0, state.data() + (d - d0) * Np, out,
-                             dt.data(), dtu.data(), y.data(), yv.data());
+          forward_row<T, S, NV>(dir, g, b, d, c, lo, hi - lo, softplus, di == 0, state.data() + (d - d0) * Np,
+                                acc, dt.data(), dtu.data(), y.data(), yv.data(), ub.data(), db.data());
         }
       }
     }
@@ -385,26 +431,31 @@ void forward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, con
         const int64_t row = (b * g.dim + d) * L;
         for (int64_t k = 0; k < L; k += V) {
           const int64_t m = std::min<int64_t>(V, L - k);
-          const Vec pre = Vec::loadu(out + row + k, m);
-          const Vec zz = Vec::loadu(z + row + k, m);
-          if (out_pre != nullptr) {
+          const Vec pre = Vec::loadu(acc + row + k, m);
+          const Vec zz = load_as<T>(z + row + k, m);
+          if (out_pre != nullptr && out_pre != acc) {
             pre.store(out_pre + row + k, m);
           }
-          (pre * zz * sigmoid(zz)).store(out + row + k, m);
+          store_as(pre * zz * sigmoid(zz), out + row + k, m);
         }
+      }
+    } else if constexpr (!std::is_same_v<S, T>) {  // round the sum to the storage type
+      for (int64_t d = d0; d < d1; ++d) {
+        const int64_t row = (b * g.dim + d) * L;
+        at::vec::convert(acc + row, out + row, L);
       }
     }
   }
 }
 
 // Backward over all directions for the items [item0, item1).
-template <typename T, int NV>
-void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, const T* z, const T* out_pre,
-                    const T* dout, T* dz, bool softplus, int64_t item0, int64_t item1) {
+template <typename T, typename S, int NV>
+void backward_items(const std::vector<Direction<T, S>>& dirs, const Geometry& g, const S* z, const T* out_pre,
+                    const S* dout, S* dz, bool softplus, int64_t item0, int64_t item1) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   const int64_t L = g.len, Np = g.np, K = g.chunk;
-  std::vector<T> dt(K), dtu(K), dy(K), ddt(K), dub(K), sAv(K * V), sBv(K * V);
+  std::vector<T> dt(K), dtu(K), dy(K), ddt(K), dub(K), sAv(K * V), sBv(K * V), ub(K), db(K);
   std::vector<T> xs(K * Np), as(K * Np), dBc(K * Np), dCc(K * Np);
   std::vector<T> carry, dA_row, dD_row, db_row;
 
@@ -415,7 +466,7 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
     g.slice_range(split, d0, d1);
     const int64_t rows = d1 - d0;
 
-    for (const Direction<T>& dir : dirs) {
+    for (const Direction<T, S>& dir : dirs) {
       carry.assign(rows * Np, T(0));  // exp(dt[t+1] A) * g[t+1], per row
       dA_row.assign(rows * Np, T(0));
       dD_row.assign(rows, T(0));
@@ -442,15 +493,15 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
             prefetch(dout + next, n);
             if (z != nullptr) prefetch(z + next, n);
           }
-          const T* uu = dir.u + row + lo;
-          discretise(dir.delta + row + lo, uu, dir.bias ? dir.bias[d] : T(0), softplus, n, dt.data(),
-                     dtu.data());
+          const T* uu = as_compute(dir.u + row + lo, n, ub.data());
+          const T* dl = as_compute(dir.delta + row + lo, n, db.data());
+          discretise(dl, uu, dir.bias ? dir.bias[d] : T(0), softplus, n, dt.data(), dtu.data());
           // Gradient reaching y: dout * silu(z).
           for (int64_t k = 0; k < n; k += V) {
             const int64_t m = std::min<int64_t>(V, n - k);
-            Vec v = Vec::loadu(dout + row + lo + k, m);
+            Vec v = load_as<T>(dout + row + lo + k, m);
             if (z != nullptr) {
-              const Vec zz = Vec::loadu(z + row + lo + k, m);
+              const Vec zz = load_as<T>(z + row + lo + k, m);
               v = v * zz * sigmoid(zz);
             }
             v.store(dy.data() + k, m);
@@ -516,7 +567,6 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
           }
           // Per position: softplus derivative, skip term; per row sums for dD and d(delta_bias).
           const T Dd = dir.Dskip ? dir.Dskip[d] : T(0);
-          const T* dl = dir.delta + row + lo;
           const T bias = dir.bias ? dir.bias[d] : T(0);
           Vec sum_dD(T(0)), sum_db(T(0));
           for (int64_t k = 0; k < n; k += V) {
@@ -527,8 +577,8 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
               gd = Vec::blendv(gd * sigmoid(v), gd, v > Vec(T(kSoftplusThreshold)));
             }
             const Vec vdy = Vec::loadu(dy.data() + k, m);
-            gd.store(dir.ddelta + row + lo + k, m);
-            at::vec::fmadd(Vec(Dd), vdy, Vec::loadu(dub.data() + k, m)).store(dir.du + row + lo + k, m);
+            store_as(gd, dir.ddelta + row + lo + k, m);
+            store_as(at::vec::fmadd(Vec(Dd), vdy, Vec::loadu(dub.data() + k, m)), dir.du + row + lo + k, m);
             sum_db = sum_db + gd;
             sum_dD = at::vec::fmadd(vdy, Vec::loadu(uu + k, m), sum_dD);
           }
@@ -553,10 +603,10 @@ void backward_items(const std::vector<Direction<T>>& dirs, const Geometry& g, co
         const int64_t row = (b * g.dim + d) * L;
         for (int64_t k = 0; k < L; k += V) {
           const int64_t m = std::min<int64_t>(V, L - k);
-          const Vec zz = Vec::loadu(z + row + k, m);
+          const Vec zz = load_as<T>(z + row + k, m);
           const Vec sg = sigmoid(zz);
           const Vec dsilu = sg * (Vec(T(1)) + zz * (Vec(T(1)) - sg));
-          (Vec::loadu(dout + row + k, m) * Vec::loadu(out_pre + row + k, m) * dsilu).store(dz + row + k, m);
+          store_as(load_as<T>(dout + row + k, m) * Vec::loadu(out_pre + row + k, m) * dsilu, dz + row + k, m);
         }
       }
     }
@@ -570,6 +620,8 @@ struct Inputs {
   std::vector<Tensor> u, delta, A, Bt, Ct, D, bias;  // D, bias: undefined when absent
   std::vector<bool> reverse;
   int64_t batch = 0, dim = 0, len = 0, nstate = 0;
+  at::ScalarType storage = at::kFloat;  // S: u, delta, B, C, z, the output and their gradients
+  at::ScalarType compute = at::kFloat;  // T: A, D, delta_bias, the arithmetic and the accumulators
 };
 
 // Number of vectors per state: 1, 2, 4, 8 or 16 (the N padding).
@@ -585,12 +637,13 @@ int64_t lanes_for(at::ScalarType t) {
   return t == at::kDouble ? Vectorized<double>::size() : Vectorized<float>::size();
 }
 
-Tensor pad_state(const Tensor& t, int64_t np) {  // (..., N) -> (..., Np) zero padded, contiguous
+// (..., N) -> (..., Np) zero padded, contiguous, in dtype.
+Tensor pad_state(const Tensor& t, int64_t np, at::ScalarType dtype) {
   const int64_t n = t.size(-1);
-  if (n == np) return t.contiguous();
+  if (n == np && t.scalar_type() == dtype) return t.contiguous();
   auto sizes = t.sizes().vec();
   sizes.back() = np;
-  Tensor out = at::zeros(sizes, t.options());
+  Tensor out = at::zeros(sizes, t.options().dtype(dtype));
   out.narrow(-1, 0, n).copy_(t);
   return out;
 }
@@ -605,41 +658,46 @@ Inputs prepare(const std::vector<Tensor>& u, const std::vector<Tensor>& delta, c
               "selective scan: every per-direction list needs one entry per direction");
   Inputs in;
   const auto dtype = u[0].scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "selective scan: float32 or float64 only");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 || dtype == at::kHalf,
+              "selective scan: float32, float64, bfloat16 or float16 only");
+  const auto compute = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  in.storage = dtype;
+  in.compute = compute;
   TORCH_CHECK(u[0].dim() == 3, "selective scan: u must be (batch, d, L)");
   in.batch = u[0].size(0);
   in.dim = u[0].size(1);
   in.len = u[0].size(2);
   TORCH_CHECK(A[0].dim() == 2 && A[0].size(0) == in.dim, "selective scan: A must be (d, n)");
   in.nstate = A[0].size(1);
-  const int64_t np = vectors_per_state(in.nstate, lanes_for(dtype)) * lanes_for(dtype);
-  auto check = [&](const Tensor& t, at::IntArrayRef shape, const char* name) {
+  const int64_t np = vectors_per_state(in.nstate, lanes_for(compute)) * lanes_for(compute);
+  // u, delta, B, C in the storage dtype; the parameters A, D, delta_bias in the compute dtype.
+  auto check = [&](const Tensor& t, at::IntArrayRef shape, const char* name, at::ScalarType want) {
     TORCH_CHECK(t.device().is_cpu(), "selective scan: ", name, " must be on the CPU");
-    TORCH_CHECK(t.scalar_type() == dtype, "selective scan: ", name, " has dtype ", t.scalar_type(),
-                ", expected ", dtype);
+    TORCH_CHECK(t.scalar_type() == want, "selective scan: ", name, " has dtype ", t.scalar_type(),
+                ", expected ", want);
     TORCH_CHECK(t.sizes() == shape, "selective scan: ", name, " has shape ", t.sizes(), ", expected ", shape);
   };
   const std::vector<int64_t> bdl{in.batch, in.dim, in.len}, bnl{in.batch, in.nstate, in.len},
       dn{in.dim, in.nstate}, d1{in.dim};
   for (size_t i = 0; i < nd; ++i) {
-    check(u[i], bdl, "u");
-    check(delta[i], bdl, "delta");
-    check(A[i], dn, "A");
-    check(B[i], bnl, "B");
-    check(C[i], bnl, "C");
+    check(u[i], bdl, "u", dtype);
+    check(delta[i], bdl, "delta", dtype);
+    check(A[i], dn, "A", compute);
+    check(B[i], bnl, "B", dtype);
+    check(C[i], bnl, "C", dtype);
     in.u.push_back(u[i].contiguous());
     in.delta.push_back(delta[i].contiguous());
-    in.A.push_back(pad_state(A[i], np));
-    in.Bt.push_back(pad_state(B[i].transpose(1, 2), np));
-    in.Ct.push_back(pad_state(C[i].transpose(1, 2), np));
+    in.A.push_back(pad_state(A[i], np, compute));
+    in.Bt.push_back(pad_state(B[i].transpose(1, 2), np, compute));
+    in.Ct.push_back(pad_state(C[i].transpose(1, 2), np, compute));
     if (D[i].has_value()) {
-      check(*D[i], d1, "D");
+      check(*D[i], d1, "D", compute);
       in.D.push_back(D[i]->contiguous());
     } else {
       in.D.emplace_back();
     }
     if (bias[i].has_value()) {
-      check(*bias[i], d1, "delta_bias");
+      check(*bias[i], d1, "delta_bias", compute);
       in.bias.push_back(bias[i]->contiguous());
     } else {
       in.bias.emplace_back();
@@ -672,12 +730,12 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
-template <typename T>
-std::vector<Direction<T>> directions(const Inputs& in) {
-  std::vector<Direction<T>> dirs(in.u.size());
+template <typename T, typename S>
+std::vector<Direction<T, S>> directions(const Inputs& in) {
+  std::vector<Direction<T, S>> dirs(in.u.size());
   for (size_t i = 0; i < dirs.size(); ++i) {
-    dirs[i].u = in.u[i].data_ptr<T>();
-    dirs[i].delta = in.delta[i].data_ptr<T>();
+    dirs[i].u = in.u[i].data_ptr<S>();
+    dirs[i].delta = in.delta[i].data_ptr<S>();
     dirs[i].A = in.A[i].data_ptr<T>();
     dirs[i].Bt = in.Bt[i].data_ptr<T>();
     dirs[i].Ct = in.Ct[i].data_ptr<T>();
@@ -686,6 +744,24 @@ std::vector<Direction<T>> directions(const Inputs& in) {
     dirs[i].reverse = in.reverse[i];
   }
   return dirs;
+}
+
+template <typename X>
+struct Tag {
+  using type = X;
+};
+
+// Calls f(Tag<T>, Tag<S>) for the storage dtype: (float, float), (double, double), (float, BFloat16) or
+// (float, Half).
+template <typename F>
+void dispatch_types(at::ScalarType storage, F&& f) {
+  switch (storage) {
+    case at::kFloat: f(Tag<float>{}, Tag<float>{}); break;
+    case at::kDouble: f(Tag<double>{}, Tag<double>{}); break;
+    case at::kBFloat16: f(Tag<float>{}, Tag<at::BFloat16>{}); break;
+    case at::kHalf: f(Tag<float>{}, Tag<at::Half>{}); break;
+    default: TORCH_CHECK(false, "selective scan: unsupported dtype ", storage);
+  }
 }
 
 template <typename F>
@@ -716,19 +792,26 @@ std::vector<Tensor> scan_fwd(const std::vector<Tensor>& u, const std::vector<Ten
   Inputs in = prepare(u, delta, A, B, C, D, bias, reverse);
   const Geometry g = geometry(in, chunk);
   const Tensor z = optional_contiguous(z_opt, in.u[0], "z");
+  const auto copts = in.u[0].options().dtype(in.compute);
   Tensor out = at::empty_like(in.u[0]);
-  Tensor out_pre = (save && z.defined()) ? at::empty_like(out) : Tensor();
+  Tensor out_pre = (save && z.defined()) ? at::empty(out.sizes(), copts) : Tensor();
+  // The sum of the directions before the gate, in the compute dtype: out itself when that is the
+  // storage dtype, else out_pre (kept for the backward) or a scratch tensor.
+  Tensor acc = in.storage == in.compute ? out : (out_pre.defined() ? out_pre : at::empty(out.sizes(), copts));
   std::vector<Tensor> ckpts;
   for (size_t i = 0; i < in.u.size(); ++i) {
-    ckpts.push_back(save ? at::empty({g.batch, g.dim, g.nchunks, g.np}, out.options()) : Tensor());
+    ckpts.push_back(save ? at::empty({g.batch, g.dim, g.nchunks, g.np}, copts) : Tensor());
   }
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "selective_scan_fwd", [&] {
-    auto dirs = directions<scalar_t>(in);
-    for (size_t i = 0; i < dirs.size(); ++i) dirs[i].ckpt = save ? ckpts[i].data_ptr<scalar_t>() : nullptr;
-    const scalar_t* zp = ptr_or_null<scalar_t>(z);
-    scalar_t* op = out.data_ptr<scalar_t>();
-    scalar_t* pp = out_pre.defined() ? out_pre.data_ptr<scalar_t>() : nullptr;
-    dispatch_nv(g.np / Vectorized<scalar_t>::size(), [&](auto nv) {
+  dispatch_types(in.storage, [&](auto t_tag, auto s_tag) {
+    using T = typename decltype(t_tag)::type;
+    using S = typename decltype(s_tag)::type;
+    auto dirs = directions<T, S>(in);
+    for (size_t i = 0; i < dirs.size(); ++i) dirs[i].ckpt = save ? ckpts[i].data_ptr<T>() : nullptr;
+    const S* zp = ptr_or_null<S>(z);
+    S* op = out.data_ptr<S>();
+    T* ap = acc.data_ptr<T>();
+    T* pp = out_pre.defined() ? out_pre.data_ptr<T>() : nullptr;
+    dispatch_nv(g.np / Vectorized<T>::size(), [&](auto nv) {
       // The forward has no per-item accumulators, so it can cut the channels finely (about 8 items per
       // thread, at least 8 channels each) and hand the items out on demand: a thread that the OS
       // preempts (other processes on the same cores) then delays the call by one small item, not by
@@ -741,7 +824,7 @@ std::vector<Tensor> scan_fwd(const std::vector<Tensor>& u, const std::vector<Ten
       std::atomic<int64_t> next{0};
       at::parallel_for(0, std::min(threads, items), 1, [&](int64_t, int64_t) {
         for (int64_t i = next++; i < items; i = next++) {
-          forward_items<scalar_t, decltype(nv)::value>(dirs, gf, zp, op, pp, softplus, i, i + 1);
+          forward_items<T, S, decltype(nv)::value>(dirs, gf, zp, ap, op, pp, softplus, i, i + 1);
         }
       });
     });
@@ -763,13 +846,15 @@ std::vector<Tensor> scan_bwd(const std::vector<Tensor>& u, const std::vector<Ten
   Inputs in = prepare(u, delta, A, B, C, D, bias, reverse);
   const Geometry g = geometry(in, chunk);
   const Tensor z = optional_contiguous(z_opt, in.u[0], "z");
-  const Tensor out_pre = optional_contiguous(out_pre_opt, in.u[0], "out_pre");
+  const Tensor out_pre = out_pre_opt.has_value() ? out_pre_opt->contiguous() : Tensor();
+  TORCH_CHECK(!out_pre.defined() || (out_pre.sizes() == in.u[0].sizes() && out_pre.scalar_type() == in.compute),
+              "selective scan backward: out_pre must match u in shape, in the compute dtype");
   TORCH_CHECK(!z.defined() || out_pre.defined(), "selective scan backward: z needs out_pre");
   TORCH_CHECK(dout_in.sizes() == in.u[0].sizes(), "selective scan backward: dout has the wrong shape");
   const Tensor dout = dout_in.to(in.u[0].scalar_type()).contiguous();
   const size_t nd = in.u.size();
   TORCH_CHECK(ckpts.size() == nd, "selective scan backward: one checkpoint tensor per direction");
-  const auto opts = in.u[0].options();
+  const auto opts = in.u[0].options().dtype(in.compute);
   std::vector<Tensor> du, ddelta, dA, dBacc, dCacc, dD, dbias, ck;
   for (size_t i = 0; i < nd; ++i) {
     TORCH_CHECK(ckpts[i].sizes() == at::IntArrayRef({g.batch, g.dim, g.nchunks, g.np}),
@@ -784,25 +869,28 @@ std::vector<Tensor> scan_bwd(const std::vector<Tensor>& u, const std::vector<Ten
     dbias.push_back(in.bias[i].defined() ? at::empty({g.batch, g.dim}, opts) : Tensor());
   }
   Tensor dz = z.defined() ? at::empty_like(z) : Tensor();
-  AT_DISPATCH_FLOATING_TYPES(dout.scalar_type(), "selective_scan_bwd", [&] {
-    auto dirs = directions<scalar_t>(in);
+  dispatch_types(in.storage, [&](auto t_tag, auto s_tag) {
+    using T = typename decltype(t_tag)::type;
+    using S = typename decltype(s_tag)::type;
+    auto dirs = directions<T, S>(in);
     for (size_t i = 0; i < nd; ++i) {
-      dirs[i].ckpt = ck[i].data_ptr<scalar_t>();
-      dirs[i].du = du[i].data_ptr<scalar_t>();
-      dirs[i].ddelta = ddelta[i].data_ptr<scalar_t>();
-      dirs[i].dA = dA[i].data_ptr<scalar_t>();
-      dirs[i].dB_acc = dBacc[i].data_ptr<scalar_t>();
-      dirs[i].dC_acc = dCacc[i].data_ptr<scalar_t>();
-      dirs[i].dD = dD[i].defined() ? dD[i].data_ptr<scalar_t>() : nullptr;
-      dirs[i].dbias = dbias[i].defined() ? dbias[i].data_ptr<scalar_t>() : nullptr;
+      TORCH_CHECK(ck[i].scalar_type() == in.compute, "selective scan backward: checkpoints in the wrong dtype");
+      dirs[i].ckpt = ck[i].data_ptr<T>();
+      dirs[i].du = du[i].data_ptr<S>();
+      dirs[i].ddelta = ddelta[i].data_ptr<S>();
+      dirs[i].dA = dA[i].data_ptr<T>();
+      dirs[i].dB_acc = dBacc[i].data_ptr<T>();
+      dirs[i].dC_acc = dCacc[i].data_ptr<T>();
+      dirs[i].dD = dD[i].defined() ? dD[i].data_ptr<T>() : nullptr;
+      dirs[i].dbias = dbias[i].defined() ? dbias[i].data_ptr<T>() : nullptr;
     }
-    const scalar_t* zp = ptr_or_null<scalar_t>(z);
-    const scalar_t* pp = ptr_or_null<scalar_t>(out_pre);
-    const scalar_t* dp = dout.data_ptr<scalar_t>();
-    scalar_t* dzp = dz.defined() ? dz.data_ptr<scalar_t>() : nullptr;
-    dispatch_nv(g.np / Vectorized<scalar_t>::size(), [&](auto nv) {
+    const S* zp = ptr_or_null<S>(z);
+    const T* pp = ptr_or_null<T>(out_pre);
+    const S* dp = dout.data_ptr<S>();
+    S* dzp = dz.defined() ? dz.data_ptr<S>() : nullptr;
+    dispatch_nv(g.np / Vectorized<T>::size(), [&](auto nv) {
       at::parallel_for(0, g.batch * g.nsplit, 1, [&](int64_t i0, int64_t i1) {
-        backward_items<scalar_t, decltype(nv)::value>(dirs, g, zp, pp, dp, dzp, softplus, i0, i1);
+        backward_items<T, S, decltype(nv)::value>(dirs, g, zp, pp, dp, dzp, softplus, i0, i1);
       });
     });
   });
@@ -812,8 +900,8 @@ std::vector<Tensor> scan_bwd(const std::vector<Tensor>& u, const std::vector<Ten
     result.push_back(du[i]);
     result.push_back(ddelta[i]);
     result.push_back(dA[i].sum(0).narrow(-1, 0, n).contiguous());
-    result.push_back(dBacc[i].sum(0).narrow(-1, 0, n).transpose(1, 2).contiguous());
-    result.push_back(dCacc[i].sum(0).narrow(-1, 0, n).transpose(1, 2).contiguous());
+    result.push_back(dBacc[i].sum(0).narrow(-1, 0, n).transpose(1, 2).to(in.storage).contiguous());
+    result.push_back(dCacc[i].sum(0).narrow(-1, 0, n).transpose(1, 2).to(in.storage).contiguous());
     result.push_back(dD[i].defined() ? dD[i].sum(0) : Tensor());
     result.push_back(dbias[i].defined() ? dbias[i].sum(0) : Tensor());
   }
