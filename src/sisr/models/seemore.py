@@ -29,11 +29,18 @@ from torch import Tensor, nn
 
 from sisr.errors import SisrError
 from sisr.models._checks import check_int, check_positive, check_rgb
+from sisr.models._fastpath import fast_path_allowed
+from sisr.models._fused import conv2d, conv2d_add_, conv2d_binary, fused_convs_available, layer_norm_channels
 
 LrSpace = Literal["linear", "exp", "double"]
 
 # Mean of DIV2K in RGB, subtracted before and added back after the network (as in the official code).
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def _fast(x: Tensor) -> bool:
+    """Whether the fused oneDNN path replaces the reference for input `x` (fp32 CPU inference only)."""
+    return fast_path_allowed(x) and fused_convs_available() and torch.backends.mkldnn.enabled
 
 
 def _expert_rank(lr_space: LrSpace, index: int) -> int:
@@ -57,6 +64,8 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(x):
+            return layer_norm_channels(x, self.weight, self.bias, self.eps)
         mean = x.mean(dim=1, keepdim=True)
         centred = x - mean
         var = centred.pow(2).mean(dim=1, keepdim=True)
@@ -93,6 +102,28 @@ class GatedFFN(nn.Module):
         x = x * self.gate(gate)
         return self.fn_2(x)
 
+    def fused(self, x: Tensor, *, residual: Tensor) -> Tensor:
+        """``residual + self(x)`` by fused oneDNN calls (fast path; see :mod:`sisr.models._fused`)."""
+        c = x.shape[1]
+        # fn_1 as two convolutions, one per output half, so that neither half is a strided view.
+        x, gate = (
+            conv2d(self.fn_1[0], x, unary="gelu", weight=w, bias=b) for w, b in _halves(self.fn_1[0], c)
+        )
+        x = conv2d_binary(self.gate, gate, x, binary="mul")
+        return conv2d(self.fn_2[0], x, unary="gelu").add_(residual)
+
+
+def _halves(conv: nn.Conv2d, c: int, order: Tensor | None = None) -> list[tuple[Tensor, Tensor | None]]:
+    """Weight and bias of the two output halves [:c] and [c:] of `conv`, after reordering by `order`."""
+    weight, bias = conv.weight, conv.bias
+    if order is not None:
+        weight = weight[order]
+        bias = None if bias is None else bias[order]
+    return [
+        (weight[:c], None if bias is None else bias[:c]),
+        (weight[c:], None if bias is None else bias[c:]),
+    ]
+
 
 class StripedConvFormer(nn.Module):
     """Attention substitute: a value modulated by a query seen through a large striped convolution."""
@@ -107,6 +138,16 @@ class StripedConvFormer(nn.Module):
         q, v = self.to_qv(x).chunk(2, dim=1)  # 2 x (B, C, H, W)
         return self.proj(self.attn(q) * v)
 
+    def fused(self, x: Tensor, *, residual: Tensor) -> Tensor:
+        """``residual + self(x)`` by fused oneDNN calls (fast path; see :mod:`sisr.models._fused`)."""
+        c = x.shape[1]
+        q, v = (
+            conv2d(self.to_qv[0], x, unary="gelu", weight=w, bias=b) for w, b in _halves(self.to_qv[0], c)
+        )
+        q = conv2d(self.attn.conv[0], q)  # 1 x k
+        x = conv2d_binary(self.attn.conv[1], q, v, binary="mul")  # k x 1, times v
+        return conv2d_binary(self.proj, x, residual, binary="add")
+
 
 class SME(nn.Module):
     """Spatial modulating expert (global block): pre-norm striped-conv attention and gated FFN."""
@@ -119,6 +160,9 @@ class SME(nn.Module):
         self.ffn = GatedFFN(dim=dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(x):
+            x = self.block.fused(self.norm_1(x), residual=x)
+            return self.ffn.fused(self.norm_2(x), residual=x)
         x = x + self.block(self.norm_1(x))
         return x + self.ffn(self.norm_2(x))
 
@@ -133,7 +177,15 @@ class Expert(nn.Module):
         self.conv_3 = nn.Conv2d(rank, dim, kernel_size=1)
 
     def forward(self, x: Tensor, k: Tensor) -> Tensor:
+        if _fast(x):
+            return conv2d(self.conv_3, conv2d_binary(self.conv_2, k, conv2d(self.conv_1, x), binary="mul"))
         return self.conv_3(self.conv_1(x) * self.conv_2(k))
+
+    def add_scaled_(self, out: Tensor, x: Tensor, k: Tensor, w: Tensor) -> Tensor:
+        """``out += self(x, k) * w`` in place for a scalar `w`, folded into conv_3 (fast path)."""
+        h = conv2d_binary(self.conv_2, k, conv2d(self.conv_1, x), binary="mul")
+        bias = None if self.conv_3.bias is None else self.conv_3.bias * w
+        return conv2d_add_(out, self.conv_3, h, weight=self.conv_3.weight * w, bias=bias)
 
 
 class Router(nn.Module):
@@ -186,7 +238,9 @@ class MoELayer(nn.Module):
             if rows.numel() == 0:
                 continue
             w = top_w[rows, slot][:, None, None, None]  # (n, 1, 1, 1)
-            if rows.numel() == x.shape[0]:  # the whole batch chose this expert: no gather needed
+            if rows.numel() == x.shape[0] == 1 and _fast(x):  # one image: w is a scalar
+                expert.add_scaled_(out, x, k, w.reshape(()))
+            elif rows.numel() == x.shape[0]:  # the whole batch chose this expert: no gather needed
                 out += expert(x, k) * w
             else:
                 out.index_add_(0, rows, expert(x[rows], k[rows]) * w)
@@ -216,6 +270,24 @@ class MoEBlock(nn.Module):
         self.conv_2 = nn.Sequential(StripedConv2d(dim=dim, kernel_size=3), nn.GELU())
         self.moe_layer = MoELayer(dim=dim, num_experts=num_experts, topk=topk, lr_space=lr_space)
         self.proj = nn.Conv2d(dim, dim, kernel_size=1)
+
+    def fused(self, x: Tensor, *, residual: Tensor) -> Tensor:
+        """``residual + self(x)`` by fused oneDNN calls (fast path; see :mod:`sisr.models._fused`)."""
+        _, c, h, w = x.shape
+        x = conv2d(self.conv_1[0], x, unary="gelu")
+        # conv_1[2] as two convolutions, one per output half after the shuffle: shuffled channel j is
+        # channel (j % 2) * C + j // 2.
+        order = torch.arange(2 * c, device=x.device).view(2, c).t().reshape(-1) if self.use_shuffle else None
+        x, k = (conv2d(self.conv_1[2], x, weight=wt, bias=bs) for wt, bs in _halves(self.conv_1[2], c, order))
+        x = conv2d(self.conv_2[0].conv[0], x)  # 1 x 3
+        x = conv2d(self.conv_2[0].conv[1], x, unary="gelu")  # 3 x 1, GELU
+        ctx = k
+        for _ in range(self.recursive):
+            ctx = conv2d(self.agg_conv[0], ctx, unary="gelu")
+        ctx = conv2d(self.conv[1], conv2d(self.conv[0], ctx))
+        k = k.add_(F.interpolate(ctx, size=(h, w), mode="bilinear", align_corners=False))
+        x = self.moe_layer(x, k)
+        return conv2d_binary(self.proj, x, residual, binary="add")
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
@@ -254,6 +326,9 @@ class RME(nn.Module):
         self.ffn = GatedFFN(dim=dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(x):
+            x = self.block.fused(self.norm_1(x), residual=x)
+            return self.ffn.fused(self.norm_2(x), residual=x)
         x = x + self.block(self.norm_1(x))
         return x + self.ffn(self.norm_2(x))
 
@@ -383,6 +458,8 @@ class SeemoRe(nn.Module):
         if h < self.min_size or w < self.min_size:
             raise SisrError(f"SeemoRe needs inputs of at least {self.min_size}x{self.min_size}, got {h}x{w}")
         mean = self.mean.to(x.dtype)
+        if _fast(x):
+            return self._forward_fused(x, mean)
         x = (x - mean) * self.img_range
         x = self.conv_1(x)  # (B, D, H, W)
         shallow = x
@@ -391,6 +468,19 @@ class SeemoRe(nn.Module):
         x = self.conv_2(self.norm(x)) + shallow
         x = self.upsampler(x)  # (B, in_chans, sH, sW)
         return x / self.img_range + mean
+
+    def _forward_fused(self, x: Tensor, mean: Tensor) -> Tensor:
+        """The forward by fused oneDNN calls on channels_last features (fast path; same values)."""
+        layout = torch.contiguous_format if x.is_contiguous() else torch.channels_last
+        x = ((x - mean) * self.img_range).contiguous(memory_format=torch.channels_last)
+        x = conv2d(self.conv_1, x)  # (B, D, H, W), channels_last from here on
+        shallow = x
+        for group in self.body:
+            x = group(x)
+        x = conv2d_binary(self.conv_2, self.norm(x), shallow, binary="add")
+        x = self.upsampler(x)  # (B, in_chans, sH, sW)
+        # The reference's output follows the input's layout; so does this one.
+        return (x / self.img_range + mean).contiguous(memory_format=layout)
 
 
 # Released configurations (options/super_resolution/test/test_SeemoRe_{T,B,L}_X{2,3,4}.yml); pass the
