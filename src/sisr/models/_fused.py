@@ -11,8 +11,7 @@ every call.
 References:
 
 * ``conv2d(conv, x, unary="gelu")`` is ``F.gelu(conv(x))``; ``unary="none"`` is ``conv(x)``.
-* ``conv2d_binary(conv, x, other, binary="mul")`` is ``conv(x) * other``, ``"add"`` is ``conv(x) + other``;
-  with ``unary="gelu"`` the GELU comes after the binary op.
+* ``conv2d_binary(conv, x, other, binary="mul")`` is ``conv(x) * other``, ``"add"`` is ``conv(x) + other``.
 * ``conv2d_add_(out, conv, x)`` is ``out += conv(x)``, in place.
 * ``layer_norm_channels(x, weight, bias, eps)`` is a layer norm over dim 1 of a (B, C, H, W) tensor.
 
@@ -85,18 +84,18 @@ def conv2d_binary(
     other: Tensor,
     *,
     binary: Binary,
-    unary: Unary = "none",
     weight: Tensor | None = None,
     bias: Tensor | None = None,
 ) -> Tensor:
-    """``conv(x) * other`` or ``conv(x) + other`` (then GELU if `unary` is "gelu"), in one oneDNN call.
+    """``conv(x) * other`` or ``conv(x) + other``, in one oneDNN call.
+
+    (oneDNN's binary post-op takes no GELU after it in this torch: "Unary Fusion behavior undefined".)
 
     Args:
         conv: As in :func:`conv2d`.
         x: (B, C_in, H, W) input.
         other: (B, C_out, H', W'), the shape of the convolution's output, in the layout of `x`.
         binary: "mul" or "add".
-        unary: Activation applied after the binary op.
         weight: As in :func:`conv2d`.
         bias: As in :func:`conv2d`.
 
@@ -107,9 +106,8 @@ def conv2d_binary(
     if weight is None:
         weight, bias = conv.weight, conv.bias
     # The binary ops take "no activation" as None, not as "none".
-    attr, scalars, algorithm = _unary_args(unary) if unary == "gelu" else (None, [], None)
     return torch.ops.mkldnn._convolution_pointwise.binary(
-        x, other, weight, bias, padding, stride, dilation, groups, binary, None, attr, scalars, algorithm
+        x, other, weight, bias, padding, stride, dilation, groups, binary, None, None, [], None
     )
 
 

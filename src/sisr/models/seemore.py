@@ -38,9 +38,18 @@ LrSpace = Literal["linear", "exp", "double"]
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
-def _fast(x: Tensor) -> bool:
-    """Whether the fused oneDNN path replaces the reference for input `x` (fp32 CPU inference only)."""
-    return fast_path_allowed(x) and fused_convs_available() and torch.backends.mkldnn.enabled
+def _fast(module: nn.Module, x: Tensor) -> bool:
+    """Whether `module`'s fused oneDNN path replaces its reference for input `x`.
+
+    Only in eval mode, in float32 CPU inference (see :func:`fast_path_allowed`), with oneDNN built and
+    enabled (``torch.backends.mkldnn.flags(enabled=False)`` turns it off).
+    """
+    return (
+        not module.training
+        and fast_path_allowed(x)
+        and fused_convs_available()
+        and torch.backends.mkldnn.enabled
+    )
 
 
 def _expert_rank(lr_space: LrSpace, index: int) -> int:
@@ -64,7 +73,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if _fast(x):
+        if _fast(self, x):
             return layer_norm_channels(x, self.weight, self.bias, self.eps)
         mean = x.mean(dim=1, keepdim=True)
         centred = x - mean
@@ -160,7 +169,7 @@ class SME(nn.Module):
         self.ffn = GatedFFN(dim=dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        if _fast(x):
+        if _fast(self, x):
             x = self.block.fused(self.norm_1(x), residual=x)
             return self.ffn.fused(self.norm_2(x), residual=x)
         x = x + self.block(self.norm_1(x))
@@ -177,7 +186,7 @@ class Expert(nn.Module):
         self.conv_3 = nn.Conv2d(rank, dim, kernel_size=1)
 
     def forward(self, x: Tensor, k: Tensor) -> Tensor:
-        if _fast(x):
+        if _fast(self, x):
             return conv2d(self.conv_3, conv2d_binary(self.conv_2, k, conv2d(self.conv_1, x), binary="mul"))
         return self.conv_3(self.conv_1(x) * self.conv_2(k))
 
@@ -238,7 +247,7 @@ class MoELayer(nn.Module):
             if rows.numel() == 0:
                 continue
             w = top_w[rows, slot][:, None, None, None]  # (n, 1, 1, 1)
-            if rows.numel() == x.shape[0] == 1 and _fast(x):  # one image: w is a scalar
+            if rows.numel() == x.shape[0] == 1 and _fast(self, x):  # one image: w is a scalar
                 expert.add_scaled_(out, x, k, w.reshape(()))
             elif rows.numel() == x.shape[0]:  # the whole batch chose this expert: no gather needed
                 out += expert(x, k) * w
@@ -326,7 +335,7 @@ class RME(nn.Module):
         self.ffn = GatedFFN(dim=dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        if _fast(x):
+        if _fast(self, x):
             x = self.block.fused(self.norm_1(x), residual=x)
             return self.ffn.fused(self.norm_2(x), residual=x)
         x = x + self.block(self.norm_1(x))
@@ -458,7 +467,7 @@ class SeemoRe(nn.Module):
         if h < self.min_size or w < self.min_size:
             raise SisrError(f"SeemoRe needs inputs of at least {self.min_size}x{self.min_size}, got {h}x{w}")
         mean = self.mean.to(x.dtype)
-        if _fast(x):
+        if _fast(self, x):
             return self._forward_fused(x, mean)
         x = (x - mean) * self.img_range
         x = self.conv_1(x)  # (B, D, H, W)
@@ -478,9 +487,16 @@ class SeemoRe(nn.Module):
         for group in self.body:
             x = group(x)
         x = conv2d_binary(self.conv_2, self.norm(x), shallow, binary="add")
-        x = self.upsampler(x)  # (B, in_chans, sH, sW)
+        # "/ img_range + mean" folded into the upsampler's convolution: its output channel j becomes
+        # channel j // scale^2 after the pixel shuffle.
+        up = self.upsampler[0]
+        weight = up.weight / self.img_range
+        bias = mean.reshape(-1).repeat_interleave(self.scale * self.scale)
+        bias = bias if up.bias is None else up.bias / self.img_range + bias
+        x = conv2d(up, x, weight=weight, bias=bias)  # (B, scale^2 * in_chans, H, W)
+        x = self.upsampler[1](x)  # (B, in_chans, sH, sW)
         # The reference's output follows the input's layout; so does this one.
-        return (x / self.img_range + mean).contiguous(memory_format=layout)
+        return x.contiguous(memory_format=layout)
 
 
 # Released configurations (options/super_resolution/test/test_SeemoRe_{T,B,L}_X{2,3,4}.yml); pass the
