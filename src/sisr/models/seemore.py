@@ -17,6 +17,12 @@ Differences to the official code (outputs are unchanged wherever the official co
   here is ``"linear"`` (the default of the official mixture-of-experts block). The released models use
   ``"exp"``, see :data:`VARIANTS`.
 * The RGB mean is a non-persistent buffer, so it follows ``.to()`` without entering the state dict.
+
+Fast path: in float32 CPU inference (eval mode, autograd off, see :mod:`sisr.models._fastpath`) the
+blocks run their ``fused`` methods instead: channels_last features, oneDNN convolutions with the GELU,
+the gating product and the residual add fused in (:mod:`sisr.models._fused`), the convolutions feeding a
+``chunk`` split into one convolution per half, ``F.layer_norm`` over the channels. Same routing, same
+values within float rounding (tests/test_seemore_fast.py); everywhere else the reference code runs.
 """
 
 from __future__ import annotations
@@ -480,7 +486,8 @@ class SeemoRe(nn.Module):
 
     def _forward_fused(self, x: Tensor, mean: Tensor) -> Tensor:
         """The forward by fused oneDNN calls on channels_last features (fast path; same values)."""
-        layout = torch.contiguous_format if x.is_contiguous() else torch.channels_last
+        channels_last_in = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = torch.channels_last if channels_last_in else torch.contiguous_format
         x = ((x - mean) * self.img_range).contiguous(memory_format=torch.channels_last)
         x = conv2d(self.conv_1, x)  # (B, D, H, W), channels_last from here on
         shallow = x
