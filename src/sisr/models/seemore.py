@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from sisr.errors import SisrError
 from sisr.models._checks import check_int, check_positive, check_rgb
 from sisr.models._fastpath import fast_path_allowed
-from sisr.models._fused import conv2d, conv2d_add_, conv2d_binary, fused_convs_available, layer_norm_channels
+from sisr.models._fused import conv2d, conv2d_binary, fused_convs_available, layer_norm_channels
 
 LrSpace = Literal["linear", "exp", "double"]
 
@@ -196,11 +196,11 @@ class Expert(nn.Module):
             return conv2d(self.conv_3, conv2d_binary(self.conv_2, k, conv2d(self.conv_1, x), binary="mul"))
         return self.conv_3(self.conv_1(x) * self.conv_2(k))
 
-    def add_scaled_(self, out: Tensor, x: Tensor, k: Tensor, w: Tensor) -> Tensor:
-        """``out += self(x, k) * w`` in place for a scalar `w`, folded into conv_3 (fast path)."""
+    def add_scaled(self, base: Tensor, x: Tensor, k: Tensor, w: Tensor) -> Tensor:
+        """``base + self(x, k) * w`` for a scalar `w`, folded into conv_3 (fast path); a new tensor."""
         h = conv2d_binary(self.conv_2, k, conv2d(self.conv_1, x), binary="mul")
         bias = None if self.conv_3.bias is None else self.conv_3.bias * w
-        return conv2d_add_(out, self.conv_3, h, weight=self.conv_3.weight * w, bias=bias)
+        return conv2d_binary(self.conv_3, h, base, binary="add", weight=self.conv_3.weight * w, bias=bias)
 
 
 class Router(nn.Module):
@@ -237,8 +237,8 @@ class MoELayer(nn.Module):
         logits = self.gate(x)  # (B, E)
         probs = F.softmax(logits, dim=1, dtype=torch.float32).to(x.dtype)
         top_w, top_idx = probs.topk(self.topk, dim=1)  # (B, topk) each
-        out = x.clone()
         if self.training or torch.onnx.is_in_onnx_export():
+            out = x.clone()
             # Dense: every expert on every image, non-selected experts weighted by zero. Under ONNX export
             # too, so that the routing stays in the graph (TopK, ScatterElements) instead of the experts
             # chosen for the export image; adding the zero-weighted experts changes no finite output.
@@ -248,13 +248,15 @@ class MoELayer(nn.Module):
             return out
         # Sparse: each expert on the images that chose it. An expert appears at most once in a row of
         # top_idx, so `rows` has no repeats and is ascending (nonzero is row-major).
+        one_fast = x.shape[0] == 1 and _fast(self, x)  # fast path, one image: its weight is a scalar
+        out = x if one_fast else x.clone()  # one_fast never writes into `out`
         for e, expert in enumerate(self.experts):
             rows, slot = torch.nonzero(top_idx == e, as_tuple=True)
             if rows.numel() == 0:
                 continue
             w = top_w[rows, slot][:, None, None, None]  # (n, 1, 1, 1)
-            if rows.numel() == x.shape[0] == 1 and _fast(self, x):  # one image: w is a scalar
-                expert.add_scaled_(out, x, k, w.reshape(()))
+            if one_fast:
+                out = expert.add_scaled(out, x, k, w.reshape(()))
             elif rows.numel() == x.shape[0]:  # the whole batch chose this expert: no gather needed
                 out += expert(x, k) * w
             else:
