@@ -17,6 +17,12 @@ Differences to the official code (outputs are unchanged wherever the official co
   here is ``"linear"`` (the default of the official mixture-of-experts block). The released models use
   ``"exp"``, see :data:`VARIANTS`.
 * The RGB mean is a non-persistent buffer, so it follows ``.to()`` without entering the state dict.
+
+Fast path: in float32 CPU inference (eval mode, autograd off, see :mod:`sisr.models._fastpath`) the
+blocks run their ``fused`` methods instead: channels_last features, oneDNN convolutions with the GELU,
+the gating product and the residual add fused in (:mod:`sisr.models._fused`), the convolutions feeding a
+``chunk`` split into one convolution per half, ``F.layer_norm`` over the channels. Same routing, same
+values within float rounding (tests/test_seemore_fast.py); everywhere else the reference code runs.
 """
 
 from __future__ import annotations
@@ -29,11 +35,27 @@ from torch import Tensor, nn
 
 from sisr.errors import SisrError
 from sisr.models._checks import check_int, check_positive, check_rgb
+from sisr.models._fastpath import fast_path_allowed
+from sisr.models._fused import conv2d, conv2d_binary, fused_convs_available, layer_norm_channels
 
 LrSpace = Literal["linear", "exp", "double"]
 
 # Mean of DIV2K in RGB, subtracted before and added back after the network (as in the official code).
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def _fast(module: nn.Module, x: Tensor) -> bool:
+    """Whether `module`'s fused oneDNN path replaces its reference for input `x`.
+
+    Only in eval mode, in float32 CPU inference (see :func:`fast_path_allowed`), with oneDNN built and
+    enabled (``torch.backends.mkldnn.flags(enabled=False)`` turns it off).
+    """
+    return (
+        not module.training
+        and fast_path_allowed(x)
+        and fused_convs_available()
+        and torch.backends.mkldnn.enabled
+    )
 
 
 def _expert_rank(lr_space: LrSpace, index: int) -> int:
@@ -57,6 +79,8 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(self, x):
+            return layer_norm_channels(x, self.weight, self.bias, self.eps)
         mean = x.mean(dim=1, keepdim=True)
         centred = x - mean
         var = centred.pow(2).mean(dim=1, keepdim=True)
@@ -93,6 +117,28 @@ class GatedFFN(nn.Module):
         x = x * self.gate(gate)
         return self.fn_2(x)
 
+    def fused(self, x: Tensor, *, residual: Tensor) -> Tensor:
+        """``residual + self(x)`` by fused oneDNN calls (fast path; see :mod:`sisr.models._fused`)."""
+        c = x.shape[1]
+        # fn_1 as two convolutions, one per output half, so that neither half is a strided view.
+        x, gate = (
+            conv2d(self.fn_1[0], x, unary="gelu", weight=w, bias=b) for w, b in _halves(self.fn_1[0], c)
+        )
+        x = conv2d_binary(self.gate, gate, x, binary="mul")
+        return conv2d(self.fn_2[0], x, unary="gelu").add_(residual)
+
+
+def _halves(conv: nn.Conv2d, c: int, order: Tensor | None = None) -> list[tuple[Tensor, Tensor | None]]:
+    """Weight and bias of the two output halves [:c] and [c:] of `conv`, after reordering by `order`."""
+    weight, bias = conv.weight, conv.bias
+    if order is not None:
+        weight = weight[order]
+        bias = None if bias is None else bias[order]
+    return [
+        (weight[:c], None if bias is None else bias[:c]),
+        (weight[c:], None if bias is None else bias[c:]),
+    ]
+
 
 class StripedConvFormer(nn.Module):
     """Attention substitute: a value modulated by a query seen through a large striped convolution."""
@@ -107,6 +153,16 @@ class StripedConvFormer(nn.Module):
         q, v = self.to_qv(x).chunk(2, dim=1)  # 2 x (B, C, H, W)
         return self.proj(self.attn(q) * v)
 
+    def fused(self, x: Tensor, *, residual: Tensor) -> Tensor:
+        """``residual + self(x)`` by fused oneDNN calls (fast path; see :mod:`sisr.models._fused`)."""
+        c = x.shape[1]
+        q, v = (
+            conv2d(self.to_qv[0], x, unary="gelu", weight=w, bias=b) for w, b in _halves(self.to_qv[0], c)
+        )
+        q = conv2d(self.attn.conv[0], q)  # 1 x k
+        x = conv2d_binary(self.attn.conv[1], q, v, binary="mul")  # k x 1, times v
+        return conv2d_binary(self.proj, x, residual, binary="add")
+
 
 class SME(nn.Module):
     """Spatial modulating expert (global block): pre-norm striped-conv attention and gated FFN."""
@@ -119,6 +175,9 @@ class SME(nn.Module):
         self.ffn = GatedFFN(dim=dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(self, x):
+            x = self.block.fused(self.norm_1(x), residual=x)
+            return self.ffn.fused(self.norm_2(x), residual=x)
         x = x + self.block(self.norm_1(x))
         return x + self.ffn(self.norm_2(x))
 
@@ -133,7 +192,15 @@ class Expert(nn.Module):
         self.conv_3 = nn.Conv2d(rank, dim, kernel_size=1)
 
     def forward(self, x: Tensor, k: Tensor) -> Tensor:
+        if _fast(self, x):
+            return conv2d(self.conv_3, conv2d_binary(self.conv_2, k, conv2d(self.conv_1, x), binary="mul"))
         return self.conv_3(self.conv_1(x) * self.conv_2(k))
+
+    def add_scaled(self, base: Tensor, x: Tensor, k: Tensor, w: Tensor) -> Tensor:
+        """``base + self(x, k) * w`` for a scalar `w`, folded into conv_3 (fast path); a new tensor."""
+        h = conv2d_binary(self.conv_2, k, conv2d(self.conv_1, x), binary="mul")
+        bias = None if self.conv_3.bias is None else self.conv_3.bias * w
+        return conv2d_binary(self.conv_3, h, base, binary="add", weight=self.conv_3.weight * w, bias=bias)
 
 
 class Router(nn.Module):
@@ -170,8 +237,8 @@ class MoELayer(nn.Module):
         logits = self.gate(x)  # (B, E)
         probs = F.softmax(logits, dim=1, dtype=torch.float32).to(x.dtype)
         top_w, top_idx = probs.topk(self.topk, dim=1)  # (B, topk) each
-        out = x.clone()
         if self.training or torch.onnx.is_in_onnx_export():
+            out = x.clone()
             # Dense: every expert on every image, non-selected experts weighted by zero. Under ONNX export
             # too, so that the routing stays in the graph (TopK, ScatterElements) instead of the experts
             # chosen for the export image; adding the zero-weighted experts changes no finite output.
@@ -181,12 +248,16 @@ class MoELayer(nn.Module):
             return out
         # Sparse: each expert on the images that chose it. An expert appears at most once in a row of
         # top_idx, so `rows` has no repeats and is ascending (nonzero is row-major).
+        one_fast = x.shape[0] == 1 and _fast(self, x)  # fast path, one image: its weight is a scalar
+        out = x if one_fast else x.clone()  # one_fast never writes into `out`
         for e, expert in enumerate(self.experts):
             rows, slot = torch.nonzero(top_idx == e, as_tuple=True)
             if rows.numel() == 0:
                 continue
             w = top_w[rows, slot][:, None, None, None]  # (n, 1, 1, 1)
-            if rows.numel() == x.shape[0]:  # the whole batch chose this expert: no gather needed
+            if one_fast:
+                out = expert.add_scaled(out, x, k, w.reshape(()))
+            elif rows.numel() == x.shape[0]:  # the whole batch chose this expert: no gather needed
                 out += expert(x, k) * w
             else:
                 out.index_add_(0, rows, expert(x[rows], k[rows]) * w)
@@ -216,6 +287,24 @@ class MoEBlock(nn.Module):
         self.conv_2 = nn.Sequential(StripedConv2d(dim=dim, kernel_size=3), nn.GELU())
         self.moe_layer = MoELayer(dim=dim, num_experts=num_experts, topk=topk, lr_space=lr_space)
         self.proj = nn.Conv2d(dim, dim, kernel_size=1)
+
+    def fused(self, x: Tensor, *, residual: Tensor) -> Tensor:
+        """``residual + self(x)`` by fused oneDNN calls (fast path; see :mod:`sisr.models._fused`)."""
+        _, c, h, w = x.shape
+        x = conv2d(self.conv_1[0], x, unary="gelu")
+        # conv_1[2] as two convolutions, one per output half after the shuffle: shuffled channel j is
+        # channel (j % 2) * C + j // 2.
+        order = torch.arange(2 * c, device=x.device).view(2, c).t().reshape(-1) if self.use_shuffle else None
+        x, k = (conv2d(self.conv_1[2], x, weight=wt, bias=bs) for wt, bs in _halves(self.conv_1[2], c, order))
+        x = conv2d(self.conv_2[0].conv[0], x)  # 1 x 3
+        x = conv2d(self.conv_2[0].conv[1], x, unary="gelu")  # 3 x 1, GELU
+        ctx = k
+        for _ in range(self.recursive):
+            ctx = conv2d(self.agg_conv[0], ctx, unary="gelu")
+        ctx = conv2d(self.conv[1], conv2d(self.conv[0], ctx))
+        k = k.add_(F.interpolate(ctx, size=(h, w), mode="bilinear", align_corners=False))
+        x = self.moe_layer(x, k)
+        return conv2d_binary(self.proj, x, residual, binary="add")
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
@@ -254,6 +343,9 @@ class RME(nn.Module):
         self.ffn = GatedFFN(dim=dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if _fast(self, x):
+            x = self.block.fused(self.norm_1(x), residual=x)
+            return self.ffn.fused(self.norm_2(x), residual=x)
         x = x + self.block(self.norm_1(x))
         return x + self.ffn(self.norm_2(x))
 
@@ -383,6 +475,8 @@ class SeemoRe(nn.Module):
         if h < self.min_size or w < self.min_size:
             raise SisrError(f"SeemoRe needs inputs of at least {self.min_size}x{self.min_size}, got {h}x{w}")
         mean = self.mean.to(x.dtype)
+        if _fast(self, x):
+            return self._forward_fused(x, mean)
         x = (x - mean) * self.img_range
         x = self.conv_1(x)  # (B, D, H, W)
         shallow = x
@@ -391,6 +485,27 @@ class SeemoRe(nn.Module):
         x = self.conv_2(self.norm(x)) + shallow
         x = self.upsampler(x)  # (B, in_chans, sH, sW)
         return x / self.img_range + mean
+
+    def _forward_fused(self, x: Tensor, mean: Tensor) -> Tensor:
+        """The forward by fused oneDNN calls on channels_last features (fast path; same values)."""
+        channels_last_in = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = torch.channels_last if channels_last_in else torch.contiguous_format
+        x = ((x - mean) * self.img_range).contiguous(memory_format=torch.channels_last)
+        x = conv2d(self.conv_1, x)  # (B, D, H, W), channels_last from here on
+        shallow = x
+        for group in self.body:
+            x = group(x)
+        x = conv2d_binary(self.conv_2, self.norm(x), shallow, binary="add")
+        # "/ img_range + mean" folded into the upsampler's convolution: its output channel j becomes
+        # channel j // scale^2 after the pixel shuffle.
+        up = self.upsampler[0]
+        weight = up.weight / self.img_range
+        bias = mean.reshape(-1).repeat_interleave(self.scale * self.scale)
+        bias = bias if up.bias is None else up.bias / self.img_range + bias
+        x = conv2d(up, x, weight=weight, bias=bias)  # (B, scale^2 * in_chans, H, W)
+        x = self.upsampler[1](x)  # (B, in_chans, sH, sW)
+        # The reference's output follows the input's layout; so does this one.
+        return x.contiguous(memory_format=layout)
 
 
 # Released configurations (options/super_resolution/test/test_SeemoRe_{T,B,L}_X{2,3,4}.yml); pass the
