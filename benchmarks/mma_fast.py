@@ -12,13 +12,13 @@ Usage: ``python benchmarks/mma_fast.py [--reps N] [--threads 1,2] [--profile]``.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections import defaultdict
 
 import torch
 
+from sisr.analysis.profile import machine
 from sisr.models._fastpath import reference_paths
 from sisr.models.mma import MMA, VARIANTS
 
@@ -32,17 +32,6 @@ CATEGORIES = {  # profiler op name (substring) -> category
     "linear": "matrix products",
     "pixel_shuffle": "pixel shuffle",
 }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _model(preset: str, scale: int, side: int) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -74,7 +63,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    print(f"CPU: {_cpu_name()}, torch {torch.__version__}\n")
+    print(f"Machine: {machine()}\n")
     print("| cell | threads | reference (ms) | fast (ms) | reference / fast |")
     print("|---|---:|---:|---:|---:|")
     for label, (preset, scale, side) in CELLS.items():

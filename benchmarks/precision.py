@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 
 import numpy as np
 import torch
 
+from sisr.analysis.profile import machine
 from sisr.checkpoint import load_model
 from sisr.heldout import PHOTOS, lr_of, photo
 from sisr.inference import upscale
@@ -30,17 +30,6 @@ from sisr.models import arch_of, scale_of
 from sisr.precision import GATE_DB, autocast
 from sisr.runtime import resolve_device
 from sisr.shipped import shipped_models
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,7 +59,7 @@ def main() -> None:
     device = resolve_device(args.device)
     precisions = ["bf16"] + (["fp16"] if device.type in ("cuda", "mps") else [])
     torch.set_num_threads(1)
-    where = _cpu_name() if device.type == "cpu" else str(device)
+    where = machine(device)
     print(
         f"{where}, torch {torch.__version__}, 1 thread; LR crop {args.crop or 'none'}; "
         f"photos: {', '.join(args.photos)}"
