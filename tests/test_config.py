@@ -761,10 +761,11 @@ def test_shipped_model_configs(path: Path) -> None:
     assert config.train is not None and config.train.fft_opt is not None  # the paper's L1 + FFT loss
     # 0.999 as the papers; 0.995 for the short first runs, whose EMA must forget their start sooner
     assert config.train.ema_decay in (0.999, 0.995)
-    # Runs that go on from a shipped model start from its file, which must be the one of the same name.
+    # Runs that go on from a shipped model start from its file, which must be the one of the same name
+    # (a real-world model's run starts from the clean model it is named after).
     start = config.path.pretrain_network_g
     if start is not None and start.startswith("src/sisr/weights/"):
-        family = path.stem.rsplit("_stage", 1)[0].replace("_", "-")
+        family = path.stem.rsplit("_stage", 1)[0].removesuffix("_real").replace("_", "-")
         assert start == f"src/sisr/weights/{family}.safetensors"
         assert (CONFIGS.parent / start).is_file()
 
