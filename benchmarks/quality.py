@@ -82,7 +82,7 @@ def degraded_table(models: list[str] | None, photos: list[str]) -> None:
     print("\nDegraded LR (MATLAB bicubic, then each degradation): gain over bicubic, PSNR-Y dB\n")
     print(f"| model | {' | '.join(names)} |")
     print(f"|---|{'---:|' * len(names)}")
-    bicubic: dict[int, list[float]] = {}
+    bicubic: dict[int, dict[str, float]] = {}  # scale -> degradation -> bicubic's PSNR-Y, same for all
     gains: dict[str, dict[str, float]] = {}
     for name in models:
         model = load_model(name)
@@ -91,12 +91,11 @@ def degraded_table(models: list[str] | None, photos: list[str]) -> None:
         for d in names:
             q = mean_quality(measure_each(model, scale, photos, degradation=d))
             row[d] = q.gain
-            bicubic.setdefault(scale, []).append(q.bicubic_psnr_y)
+            bicubic.setdefault(scale, {})[d] = q.bicubic_psnr_y
         gains[name] = row
         print(f"| {name} (x{scale}) | {' | '.join(f'{row[d]:+.2f}' for d in names)} |", flush=True)
-    for scale, values in bicubic.items():
-        per = values[: len(names)]
-        print(f"| bicubic x{scale}, PSNR-Y | {' | '.join(f'{v:.2f}' for v in per)} |")
+    for scale, per in bicubic.items():
+        print(f"| bicubic x{scale}, PSNR-Y | {' | '.join(f'{per[d]:.2f}' for d in names)} |")
     for name, targets in REAL_TARGETS.items():
         if name not in gains:
             print(f"- {name}: not shipped, targets not checked")
