@@ -124,6 +124,10 @@ class Degradation:
     jpeg_range2: tuple[float, float] = (30.0, 95.0)
     # Sharpen the GT with unsharp masking before degrading it (Real-ESRNet does; the loss then sees it).
     gt_usm: bool = True
+    # sisr's own, not Real-ESRGAN's: antialias the bilinear and bicubic downscales (torch's
+    # ``antialias=True``, as Pillow and MATLAB's imresize do). Real-ESRGAN's F.interpolate calls alias, while
+    # photos from the web were mostly shrunk by software that antialiases.
+    resize_antialias: bool = False
 
     def _resolve(self, path: str, given: set[str]) -> Degradation:  # called by sisr.config.from_dict
         self.check(path)
@@ -321,9 +325,19 @@ def resize(
     mode: ResizeMode,
     size: tuple[int, int] | None = None,
     scale_factor: float | None = None,
+    antialias: bool = False,
 ) -> Tensor:
-    """``F.interpolate`` as Real-ESRGAN calls it: no antialiasing, ``align_corners=False``."""
-    return F.interpolate(img, size=size, scale_factor=scale_factor, mode=mode)
+    """``F.interpolate`` as Real-ESRGAN calls it (``align_corners=False``, no antialiasing by default).
+
+    Args:
+        img: ``(B, C, H, W)``.
+        mode: The interpolation.
+        size: The output ``(H, W)``, or
+        scale_factor: the factor for both sides.
+        antialias: Antialias bilinear and bicubic downscales (``area`` averages anyway).
+    """
+    antialias = antialias and mode != "area"
+    return F.interpolate(img, size=size, scale_factor=scale_factor, mode=mode, antialias=antialias)
 
 
 def gaussian_noise(img: Tensor, *, sigma: float, gray: bool, generator: torch.Generator) -> Tensor:
@@ -482,7 +496,12 @@ def degrade(gt: Tensor, *, scale: int, settings: Degradation, rng: np.random.Gen
 
     # Stage 1: blur, resize, noise, JPEG.
     out = filter2d(gt[None], kernel1)
-    out = resize(out, scale_factor=_resize_factor(rng, d.resize_prob, d.resize_range), mode=_mode(rng))
+    out = resize(
+        out,
+        scale_factor=_resize_factor(rng, d.resize_prob, d.resize_range),
+        mode=_mode(rng),
+        antialias=d.resize_antialias,
+    )
     out = _noise(
         out,
         rng,
@@ -498,7 +517,7 @@ def degrade(gt: Tensor, *, scale: int, settings: Degradation, rng: np.random.Gen
         out = filter2d(out, kernel2)
     factor = _resize_factor(rng, d.resize_prob2, d.resize_range2)
     size2 = (max(1, int(h / scale * factor)), max(1, int(w / scale * factor)))
-    out = resize(out, size=size2, mode=_mode(rng))
+    out = resize(out, size=size2, mode=_mode(rng), antialias=d.resize_antialias)
     out = _noise(
         out,
         rng,
@@ -513,7 +532,7 @@ def degrade(gt: Tensor, *, scale: int, settings: Degradation, rng: np.random.Gen
     sinc_first = rng.random() < 0.5
     if not sinc_first:
         out = jpeg(out, quality=_quality(rng, d.jpeg_range2))
-    out = resize(out, size=lr_size, mode=_mode(rng))
+    out = resize(out, size=lr_size, mode=_mode(rng), antialias=d.resize_antialias)
     if sinc is not None:
         out = filter2d(out, sinc)
     if sinc_first:
