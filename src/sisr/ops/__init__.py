@@ -4,11 +4,14 @@
   CUDA, else the chunked plain-PyTorch scan), beside :func:`selective_scan_ref`, the readable loop;
 - :func:`selective_scan_bidirectional`: both directions of Vim's bimamba v2 in one call, beside
   :func:`selective_scan_bidirectional_ref`;
+- :func:`conv1d_silu`: Mamba's short convolution and SiLU before the scan, by the compiled kernel
+  (inference), beside :func:`conv1d_silu_ref`;
 - :class:`ScanInputs`: one direction's inputs; :func:`fused_available`: whether the CPU kernel is built.
 
 The backends, :mod:`sisr.ops._fused` (with ``csrc/``) and :mod:`sisr.ops._chunked`, are private.
 """
 
+from sisr.ops.conv1d import conv1d_silu, conv1d_silu_ref
 from sisr.ops.selective_scan import (
     ScanInputs,
     fused_available,
@@ -20,6 +23,8 @@ from sisr.ops.selective_scan import (
 
 __all__ = [
     "ScanInputs",
+    "conv1d_silu",
+    "conv1d_silu_ref",
     "fused_available",
     "selective_scan",
     "selective_scan_bidirectional",

@@ -909,6 +909,79 @@ std::vector<Tensor> scan_bwd(const std::vector<Tensor>& u, const std::vector<Ten
   return result;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Mamba's short convolution before the scan, u = silu(conv1d(x)), depthwise over the sequence, for
+// inference (no backward). Causal (Vim's forward direction): out[t] = silu(b + sum_k w[k] x[t - K + 1 + k]);
+// anti-causal (its backward direction, on the unflipped sequence): out[t] = silu(b + sum_k w[k] x[t + k]);
+// x is zero outside [0, L). One pass over x, where ATen runs a depthwise conv and a separate SiLU.
+
+template <typename T>
+inline T silu_scalar(T y) {
+  return y / (T(1) + std::exp(-y));
+}
+
+template <typename T>
+void conv1d_silu_row(const T* x, const T* w, int64_t K, T bias, int64_t L, bool anticausal, T* out) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  const int64_t off = anticausal ? 0 : -(K - 1);  // out[t] reads x[t + off + k], k < K
+  auto scalar = [&](int64_t t) {
+    T y = bias;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t i = t + off + k;
+      if (i >= 0 && i < L) y += w[k] * x[i];
+    }
+    out[t] = silu_scalar(y);
+  };
+  // Positions whose K inputs all lie inside the row: [lo, hi).
+  const int64_t lo = std::min<int64_t>(L, std::max<int64_t>(0, -off));
+  const int64_t hi = std::max<int64_t>(lo, L - (K - 1) - off);
+  for (int64_t t = 0; t < lo; ++t) scalar(t);
+  int64_t t = lo;
+  const Vec vbias(bias), one(T(1));
+  for (; t + V <= hi; t += V) {
+    Vec y = vbias;
+    for (int64_t k = 0; k < K; ++k) {
+      y = at::vec::fmadd(Vec(w[k]), Vec::loadu(x + t + off + k), y);
+    }
+    (y / (one + fast_exp(y.neg()))).store(out + t);
+  }
+  for (; t < L; ++t) scalar(t);
+}
+
+Tensor conv1d_silu(const Tensor& x_in, const Tensor& weight_in, const std::optional<Tensor>& bias_in,
+                   bool anticausal) {
+  TORCH_CHECK(x_in.dim() == 3, "conv1d_silu: x must be (batch, d, L)");
+  TORCH_CHECK(x_in.device().is_cpu(), "conv1d_silu: x must be on the CPU");
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
+              "conv1d_silu: x must be float32 or float64, got ", x_in.scalar_type());
+  const int64_t batch = x_in.size(0), dim = x_in.size(1), len = x_in.size(2);
+  const Tensor x = x_in.contiguous();
+  const Tensor weight = weight_in.reshape({weight_in.size(0), -1}).to(x.scalar_type()).contiguous();
+  TORCH_CHECK(weight.size(0) == dim && weight.size(1) >= 1, "conv1d_silu: weight must be (d, 1, K) or (d, K)");
+  const int64_t K = weight.size(1);
+  Tensor bias;
+  if (bias_in.has_value()) {
+    bias = bias_in->to(x.scalar_type()).contiguous();
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == dim, "conv1d_silu: bias must be (d,)");
+  }
+  Tensor out = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv1d_silu", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    const scalar_t* bp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, batch * dim, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t d = r % dim;
+        conv1d_silu_row<scalar_t>(xp + r * len, wp + d * K, K, bp ? bp[d] : scalar_t(0), len, anticausal,
+                                  op + r * len);
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -919,5 +992,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bwd", &scan_bwd, "Selective scan backward", py::arg("u"), py::arg("delta"), py::arg("A"),
         py::arg("B"), py::arg("C"), py::arg("D"), py::arg("delta_bias"), py::arg("reverse"), py::arg("z"),
         py::arg("out_pre"), py::arg("ckpts"), py::arg("dout"), py::arg("delta_softplus"), py::arg("chunk"));
+  m.def("conv1d_silu", &conv1d_silu, "Depthwise conv1d over the sequence, then SiLU (inference)", py::arg("x"),
+        py::arg("weight"), py::arg("bias"), py::arg("anticausal"));
   m.def("lanes", [] { return Vectorized<float>::size(); }, "float lanes of the compiled vector type");
 }
