@@ -25,6 +25,8 @@ from _weights import canonical_state_dict, perturbed_state_dict
 from sisr.errors import SisrError
 from sisr.models.seemore import VARIANTS, MoELayer, SeemoRe
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SCALES = (2, 3, 4)
 WEIGHT_NOISE = 0.05
@@ -102,16 +104,6 @@ def record_routes(model: torch.nn.Module, topk: int) -> Iterator[list[torch.Tens
     finally:
         for handle in handles:
             handle.remove()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These networks run ~1000 tiny ops per forward; with intra-op threads on a busy 2-core machine the
-    # OpenMP hand-offs made this file 10x slower (647 s vs 70 s, both measured under load).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @functools.cache

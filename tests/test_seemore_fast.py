@@ -9,8 +9,6 @@ T/B/L at x2/x3/x4).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,15 +24,10 @@ from test_seemore import SCALES, build, record_routes, sample_images
 TOL = 1e-5
 REL_TOL = 1e-5
 
-pytestmark = pytest.mark.skipif(not _fused.fused_convs_available(), reason="torch built without oneDNN")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(not _fused.fused_convs_available(), reason="torch built without oneDNN"),
+]
 
 
 @pytest.fixture

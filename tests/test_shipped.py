@@ -23,13 +23,9 @@ from sisr.metrics import modcrop, psnr
 from sisr.models import arch_of, create_model, scale_of
 from sisr.shipped import choose_model, shipped_model_info, shipped_models
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHIPPED = ("mma-s-x2", "mma-s-x4", "seemore-t-x2", "seemore-t-x3", "seemore-t-x4")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    # Small inputs: several threads only contend on a busy 2-core machine.
-    torch.set_num_threads(1)
 
 
 def reference_network(name: str) -> torch.nn.Module:

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ from sisr.train import (
     train,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SEEMORE = {
     "type": "SeemoRe",
     "num_experts": 3,
@@ -48,15 +49,6 @@ SEEMORE = {
     "global_kernel_size": 11,
 }
 MMA = {"type": "MMA", "num_feat": 32, "num_block": 1, "img_range": 1.0}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Two cores shared with other jobs: OpenMP threads that spin-wait make tiny steps 10-50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
