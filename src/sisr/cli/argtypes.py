@@ -35,3 +35,23 @@ def add_precision_argument(p: argparse.ArgumentParser) -> None:
         help="inference precision: bf16 on CUDA and CPUs with AVX512-BF16 or AMX, fp16 on CUDA and MPS, "
         "each only where the architecture's measured gate allows it (default: %(default)s)",
     )
+
+
+def add_inference_device_arguments(p: argparse.ArgumentParser, *, max_pixels_note: str = "") -> None:
+    """``--device``, ``--precision`` and ``--max-pixels``, as every command that upscales images takes them.
+
+    Args:
+        p: The command's parser.
+        max_pixels_note: Words after "more pixels than this" in the help of ``--max-pixels``.
+    """
+    from sisr.data.images import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
+    add_precision_argument(p)
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse input images with more pixels than this{max_pixels_note} (default: %(default)s)",
+    )

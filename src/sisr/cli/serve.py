@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sisr.cli.argtypes import add_precision_argument, positive_int
-from sisr.data.images import DEFAULT_MAX_PIXELS
+from sisr.cli.argtypes import add_inference_device_arguments, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,15 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="checkpoint or ONNX files offered beside the shipped models (checked at start)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
-    add_precision_argument(p)
-    p.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help="refuse input images with more pixels than this, from their header (default: %(default)s)",
-    )
+    add_inference_device_arguments(p, max_pixels_note=", from their header")
     p.add_argument(
         "--max-upload-mb",
         type=positive_int,

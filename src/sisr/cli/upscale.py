@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from sisr.cli import error
-from sisr.cli.argtypes import add_precision_argument, non_negative_int, positive_int
-from sisr.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from sisr.cli.argtypes import add_inference_device_arguments, non_negative_int, positive_int
+from sisr.data.images import IMAGE_EXTENSIONS
 from sisr.errors import SisrError
 
 
@@ -70,15 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="overlap of neighbouring tiles in input pixels, below the tile; needs --tile "
         "(default: 16 or half the tile)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
-    add_precision_argument(p)
-    p.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help="refuse input images with more pixels than this (default: %(default)s)",
-    )
+    add_inference_device_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
