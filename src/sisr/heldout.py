@@ -118,9 +118,12 @@ def _jpeg(quality: int) -> Callable[[np.ndarray, np.random.Generator], np.ndarra
 
 def _noise(sigma: float) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
     def apply(lr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return _to_uint8(
-            lr.astype(np.float32) / 255.0 + rng.standard_normal(lr.shape, np.float32) * sigma / 255.0
-        )
+        from sisr.data.degradations import gaussian_noise  # the training degradations' noise
+
+        image = _tensor(lr)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+        noise = gaussian_noise(image, sigma=sigma, gray=False, generator=generator)
+        return _to_uint8((image + noise)[0].permute(1, 2, 0).numpy())
 
     return apply
 
