@@ -121,6 +121,30 @@ def test_resizes_equal_basicsr(mode: str) -> None:
         assert torch.equal(out, torch.from_numpy(FIXTURES[f"resize_{mode}_{key}"])), key
 
 
+def test_resize_antialias_option_filters_downscales_only() -> None:
+    # sisr's resize_antialias: bilinear/bicubic shrink as torch's antialias=True (Pillow-like); area and
+    # upscales are unchanged, and the default (Real-ESRGAN's) stays aliased.
+    stripes = torch.zeros(1, 1, 6, 48)
+    stripes[..., ::2] = 1.0  # Nyquist stripes: aliasing keeps them, a low-pass averages them to 0.5
+    aliased = D.resize(stripes, mode="bilinear", size=(2, 16))  # 3x: samples fall on single pixels
+    filtered = D.resize(stripes, mode="bilinear", size=(2, 16), antialias=True)
+    assert (aliased - 0.5).abs().max() > 0.4 and (filtered - 0.5).abs().max() < 0.1
+    img = torch.from_numpy(FIXTURES["img"])
+    assert torch.equal(
+        D.resize(img, mode="area", scale_factor=0.6, antialias=True),
+        D.resize(img, mode="area", scale_factor=0.6),
+    )
+    expected = torch.nn.functional.interpolate(img, scale_factor=0.6, mode="bicubic", antialias=True)
+    assert torch.equal(D.resize(img, mode="bicubic", scale_factor=0.6, antialias=True), expected)
+    # In the chain: the same draws, a different (smoother) LR.
+    gt = torch.from_numpy(data.astronaut()[:96, :128].astype(np.float32) / 255).permute(2, 0, 1).contiguous()
+    plain = D.Degradation(resize_prob2=(0.0, 1.0, 0.0))
+    smooth = D.Degradation(resize_prob2=(0.0, 1.0, 0.0), resize_antialias=True)
+    a = D.degrade(gt, scale=4, settings=plain, rng=np.random.default_rng(3))
+    b = D.degrade(gt, scale=4, settings=smooth, rng=np.random.default_rng(3))
+    assert a.shape == b.shape and not torch.equal(a, b)
+
+
 @pytest.mark.parametrize("gray", [False, True])
 def test_noise_from_a_generator_state_equals_basicsr(gray: bool) -> None:
     img = torch.from_numpy(FIXTURES["img"])
