@@ -140,9 +140,12 @@ def test_resize_antialias_option_filters_downscales_only() -> None:
     gt = torch.from_numpy(data.astronaut()[:96, :128].astype(np.float32) / 255).permute(2, 0, 1).contiguous()
     plain = D.Degradation(resize_prob2=(0.0, 1.0, 0.0))
     smooth = D.Degradation(resize_prob2=(0.0, 1.0, 0.0), resize_antialias=True)
-    a = D.degrade(gt, scale=4, settings=plain, rng=np.random.default_rng(3))
-    b = D.degrade(gt, scale=4, settings=smooth, rng=np.random.default_rng(3))
-    assert a.shape == b.shape and not torch.equal(a, b)
+    pairs = [
+        [D.degrade(gt, scale=4, settings=x, rng=np.random.default_rng(seed)) for x in (plain, smooth)]
+        for seed in range(4)
+    ]
+    # (a draw whose every resize is "area" gives the same LR both ways)
+    assert any(not torch.equal(*pair) for pair in pairs)
 
 
 @pytest.mark.parametrize("gray", [False, True])
