@@ -53,6 +53,8 @@ def fast_and_reference(model: MMA, x: torch.Tensor) -> tuple[torch.Tensor, torch
         (SMALL, 2, 2, (11, 17)),
         (SMALL, 4, 1, (9, 14)),
         (SMALL, 3, 1, (10, 7)),
+        (SMALL, 2, 1, (1, 6)),  # one row: every output pixel is in the recomputed border
+        (SMALL, 4, 2, (2, 1)),
     ],
 )
 def test_fast_matches_reference(config: dict, upscale: int, batch: int, size: tuple[int, int]) -> None:
@@ -63,6 +65,28 @@ def test_fast_matches_reference(config: dict, upscale: int, batch: int, size: tu
     assert fast.is_contiguous()
     assert not torch.equal(fast, ref)  # the fast path did run (another summation order)
     assert_near(fast, ref)
+
+
+@pytest.mark.parametrize("r", [2, 3])
+def test_folded_upsampler_is_the_chain_inside_and_is_patched_at_the_border(r: int) -> None:
+    # conv -> pixel shuffle -> conv as one 5x5 convolution: equal inside; only the outermost output pixels
+    # differ (the chain pads the shuffled map with zeros), which forward_with_last recomputes.
+    torch.manual_seed(r)
+    up, last = torch.nn.Conv2d(4, 4 * r * r, 3, 1, 1).double(), torch.nn.Conv2d(4, 3, 3, 1, 1).double()
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        chain = last(torch.nn.functional.pixel_shuffle(up(x), r))
+        weight, bias = mma_module.conv_shuffle_conv(up, last, r)
+        folded = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(x, weight, bias, padding=2), r)
+    inside = (..., slice(1, -1), slice(1, -1))
+    torch.testing.assert_close(folded[inside], chain[inside], rtol=0, atol=1e-12)
+    for edge in (
+        (..., 0, slice(None)),
+        (..., -1, slice(None)),
+        (..., slice(None), 0),
+        (..., slice(None), -1),
+    ):
+        assert (folded[edge] - chain[edge]).abs().max() > 1e-6
 
 
 @pytest.mark.parametrize("threads", [1, 2])

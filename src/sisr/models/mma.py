@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from sisr.models._checks import check_int, check_positive, check_rgb
 from sisr.models._fastpath import fast_path_allowed
-from sisr.models._fused import conv2d, fused_convs_available
+from sisr.models._fused import conv2d, conv_shuffle_conv, fused_convs_available
 from sisr.models._pointwise import PointwiseConv2d
 from sisr.ops import ScanInputs, conv1d_silu, conv1d_silu_ref, selective_scan_bidirectional
 
@@ -323,6 +323,31 @@ class Upsample(nn.Sequential):
             x = _conv_pixel_shuffle(conv, x, shuffle.upscale_factor)
         return x
 
+    def forward_with_last(self, x: Tensor, last: nn.Conv2d) -> Tensor:
+        """``last(self(x))`` on the fast path: the last (conv, shuffle) pair and `last` are linear, so
+        they run as one 5x5 convolution of the low-resolution features into `last`'s sub-pixel phases
+        (:func:`sisr.models._fused.conv_shuffle_conv`), then a shuffle of its 3 channels. The outermost
+        output row and column on each side, where `last`'s zero padding differs, are recomputed by the
+        plain chain on 2-pixel strips of the input."""
+        layers = list(self)
+        for conv, shuffle in zip(layers[:-2:2], layers[1:-2:2], strict=True):
+            x = _conv_pixel_shuffle(conv, x, shuffle.upscale_factor)
+        up, r = layers[-2], layers[-1].upscale_factor
+        weight, bias = conv_shuffle_conv(up, last, r)
+        phases = torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, [2, 2], [1, 1], [1, 1], 1, "none", [], ""
+        )
+        out = F.pixel_shuffle(phases, r)  # (B, out, r H, r W)
+
+        def chain(strip: Tensor) -> Tensor:
+            return last(F.pixel_shuffle(up(strip), r))
+
+        out[..., :1, :] = chain(x[..., :2, :])[..., :1, :]
+        out[..., -1:, :] = chain(x[..., -2:, :])[..., -1:, :]
+        out[..., :, :1] = chain(x[..., :, :2])[..., :, :1]
+        out[..., :, -1:] = chain(x[..., :, -2:])[..., :, -1:]
+        return out
+
 
 def _conv_pixel_shuffle(conv: nn.Conv2d, x: Tensor, r: int) -> Tensor:
     """``F.pixel_shuffle(conv(x), r)`` for a channels_last `x`, with a cheaper shuffle.
@@ -406,7 +431,10 @@ class MMA(nn.Module):
         x = (x - mean) * self.img_range
         x = self.conv_first(x)
         x = x + self.conv_after_body(self.body(x))
-        x = self.conv_last(self.upsample(x))
+        if fast:  # the last upsampling stage and conv_last folded into one convolution
+            x = self.upsample.forward_with_last(x, self.conv_last)
+        else:
+            x = self.conv_last(self.upsample(x))
         x = x / self.img_range + mean
         return x.contiguous() if fast else x
 
