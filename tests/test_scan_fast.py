@@ -224,6 +224,8 @@ def test_public_names() -> None:
 
     assert set(sisr.ops.__all__) == {
         "ScanInputs",
+        "conv1d_silu",
+        "conv1d_silu_ref",
         "fused_available",
         "selective_scan",
         "selective_scan_bidirectional",

@@ -18,19 +18,21 @@ from sisr.checkpoint import save_safetensors
 from sisr.cli import main
 from sisr.data.images import read_image, write_image
 from sisr.errors import SisrError
-from sisr.heldout import PHOTOS, bicubic_up, lr_of, mean_quality, measure, measure_each, photo
+from sisr.heldout import PHOTOS, bicubic_up, degrade_lr, lr_of, mean_quality, measure, measure_each, photo
 from sisr.metrics import modcrop, psnr
 from sisr.models import arch_of, create_model, scale_of
 from sisr.shipped import choose_model, shipped_model_info, shipped_models
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SHIPPED = ("mma-s-x2", "mma-s-x4", "seemore-t-x2", "seemore-t-x3", "seemore-t-x4")
+CLEAN = ("mma-s-x2", "mma-s-x4", "seemore-t-x2", "seemore-t-x3", "seemore-t-x4")
+REAL = ("seemore-t-x2-real", "seemore-t-x4-real")  # trained on Real-ESRGAN-style degradations
+SHIPPED = tuple(sorted(CLEAN + REAL))
 
 
 def reference_network(name: str) -> torch.nn.Module:
     """The architecture a shipped name promises, freshly initialised."""
-    family, scale = name.rsplit("-x", 1)
+    family, scale = name.removesuffix("-real").rsplit("-x", 1)
     if family == "seemore-t":
         return create_model("seemore-t", int(scale))
     assert family == "mma-s"
@@ -76,6 +78,23 @@ def test_beats_bicubic_on_a_held_out_crop(name: str) -> None:
     ours = psnr(sisr.upscale(model, lr), hr, crop_border=scale, y_channel=True)
     bicubic = psnr(bicubic_up(lr, scale), hr, crop_border=scale, y_channel=True)
     assert ours > bicubic + 0.5, (ours, bicubic)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_models_beat_bicubic_and_the_clean_model_on_a_held_out_jpeg_crop(name: str) -> None:
+    # The LR of a held-out crop saved as a JPEG of quality 75 (what most web photos are, or worse).
+    model, clean = sisr.load_model(name), sisr.load_model(name.removesuffix("-real"))
+    scale = scale_of(model)
+    hr = modcrop(photo("astronaut")[40:232, 120:312], scale)
+    lr = degrade_lr(lr_of(hr, scale), "jpeg75", photo_name="astronaut")
+    ours = psnr(sisr.upscale(model, lr), hr, crop_border=scale, y_channel=True)
+    bicubic = psnr(bicubic_up(lr, scale), hr, crop_border=scale, y_channel=True)
+    trained_clean = psnr(sisr.upscale(clean, lr), hr, crop_border=scale, y_channel=True)
+    assert ours > bicubic + 0.3 and ours > trained_clean, (ours, bicubic, trained_clean)
+    # Its file says how its inputs were made.
+    training = checkpoint.read_weights(shipped_model_info(name).path).metadata["training"]
+    degradation = training["stages"][-1]["config"]["datasets"]["train"]["degradation"]
+    assert degradation["jpeg_range2"] and degradation["gt_usm"] is False
 
 
 @pytest.mark.parametrize("name", ["seemore-t-x4", "mma-s-x4"])
