@@ -10,6 +10,11 @@ photos from the web are: the clean SeemoRe-T models and the real-world ``-real``
 bicubic on the same degraded LR image, and checks the targets of the ``-real`` models.
 
 Usage: python benchmarks/quality.py [--models NAME ...] [--photos NAME ...] [--degraded-models NAME ...]
+[--degraded-only] [--param-key params]
+
+``--degraded-models`` also takes checkpoint files, such as a training run's ``models/net_g_N.pth``
+(its EMA weights, or with ``--param-key params`` its raw ones); ``--degraded-only`` skips the clean
+tables, to follow a run.
 """
 
 from __future__ import annotations
@@ -29,9 +34,20 @@ def main() -> None:
     parser.add_argument(
         "--degraded-models",
         nargs="*",
-        help="models of the degraded table (default: seemore-t-x4, seemore-t-x2 and every -real model)",
+        help="models of the degraded table, shipped names or checkpoint files "
+        "(default: seemore-t-x4, seemore-t-x2 and every -real model)",
+    )
+    parser.add_argument("--degraded-only", action="store_true", help="only the degraded table")
+    parser.add_argument(
+        "--param-key",
+        choices=("params_ema", "params"),
+        default=None,
+        help="weights of checkpoint files given to --degraded-models (default: EMA where there is one)",
     )
     args = parser.parse_args()
+    if args.degraded_only:
+        degraded_table(args.degraded_models, args.photos, param_key=args.param_key)
+        return
     shipped = shipped_models()
     names = args.models or list(shipped)
     if not names:
@@ -61,7 +77,7 @@ def main() -> None:
     print(f"|---|{'---:|' * len(args.photos)}")
     for name, row in gains.items():
         print(f"| {name} | {' | '.join(f'{g:+.2f}' for g in row)} |")
-    degraded_table(args.degraded_models, args.photos)
+    degraded_table(args.degraded_models, args.photos, param_key=args.param_key)
     for line in stale:
         print(f"warning: {line}")
 
@@ -70,8 +86,14 @@ def main() -> None:
 REAL_TARGETS = {"seemore-t-x4-real": (("jpeg75", 1.0), ("jpeg50", 0.7), ("clean", 0.8))}
 
 
-def degraded_table(models: list[str] | None, photos: list[str]) -> None:
-    """Prints the gain over bicubic of each model under each LR degradation, and the targets."""
+def degraded_table(models: list[str] | None, photos: list[str], *, param_key: str | None = None) -> None:
+    """Prints the gain over bicubic of each model under each LR degradation, and the targets.
+
+    Args:
+        models: Shipped names or checkpoint files; None: the clean SeemoRe-T models and the -real ones.
+        photos: Names from ``sisr.heldout.PHOTOS``.
+        param_key: For checkpoint files: "params_ema", "params" or None (EMA where there is one).
+    """
     shipped = shipped_models()
     if models is None:
         models = [n for n in ("seemore-t-x4", "seemore-t-x2") if n in shipped]
@@ -85,7 +107,11 @@ def degraded_table(models: list[str] | None, photos: list[str]) -> None:
     bicubic: dict[int, dict[str, float]] = {}  # scale -> degradation -> bicubic's PSNR-Y, same for all
     gains: dict[str, dict[str, float]] = {}
     for name in models:
-        model = load_model(name)
+        model = (
+            load_model(name)
+            if name in shipped or param_key is None
+            else load_model(name, param_key=param_key)
+        )
         scale = scale_of(model)
         row = {}
         for d in names:
