@@ -32,6 +32,7 @@ from sisr.data.images import Image, read_image, write_image
 from sisr.heldout import photo
 from sisr.inference import tile_starts, upscale, upscale_tensor
 from sisr.serve import Server, model_choices
+from sisr.shipped import shipped_model_info, shipped_models
 from sisr.upscaling import upscale_files
 
 MODEL = "seemore-t-x2"
@@ -434,3 +435,12 @@ def test_model_files_given_at_start_are_offered(tmp_path: Path) -> None:
     offered = {m["name"]: (m["scale"], m["shipped"]) for m in config["models"]}
     assert offered[str(own)] == (2, False) and offered[MODEL] == (2, True)
     assert set(offered) == {*shipped_models(), str(own)}
+
+
+def test_every_shipped_model_is_offered_with_the_scale_its_file_records() -> None:
+    # Names such as seemore-t-x4-real carry more than the scale after "-x".
+    choices = model_choices([])
+    assert set(choices) == set(shipped_models())
+    for name, choice in choices.items():
+        assert choice.shipped and choice.scale == shipped_model_info(name).scale
+    assert choices["seemore-t-x4-real"].scale == 4

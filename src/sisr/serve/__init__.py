@@ -24,11 +24,11 @@ def model_choices(files: list[str]) -> dict[str, ModelChoice]:
     Raises:
         SisrError: A file is missing or does not load (checked now, not when a job asks for it).
     """
-    from sisr.shipped import shipped_models
+    from sisr.shipped import shipped_model_info, shipped_models
 
     choices = {}
-    for name in shipped_models():
-        choices[name] = ModelChoice(name=name, scale=int(name.rsplit("-x", 1)[1]), shipped=True)
+    for name in shipped_models():  # the scale as the file records it (names like seemore-t-x4-real)
+        choices[name] = ModelChoice(name=name, scale=shipped_model_info(name).scale, shipped=True)
     for path in files:
         from sisr.onnx_model import is_onnx_path
 
