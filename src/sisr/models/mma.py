@@ -62,7 +62,8 @@ def _linear(a: Tensor, b: Tensor) -> Tensor:
     batch (B, m, k) or (B, n, k), as a new contiguous (B, m, n) tensor.
 
     For the thin products of the Mamba mixer (48-384 channels against thousands of positions) oneDNN
-    is up to 1.7x faster than MKL's sgemm on the same operands (``benchmarks/mma_fast.py``).
+    was faster than MKL's sgemm on the same operands on an AVX2 AMD EPYC (ad-hoc comparisons; the
+    whole path is timed by ``benchmarks/latency.py``).
     """
     batch = (a if a.dim() == 3 else b).shape[0]
     rows = [
