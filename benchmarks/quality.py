@@ -107,11 +107,7 @@ def degraded_table(models: list[str] | None, photos: list[str], *, param_key: st
     bicubic: dict[int, dict[str, float]] = {}  # scale -> degradation -> bicubic's PSNR-Y, same for all
     gains: dict[str, dict[str, float]] = {}
     for name in models:
-        model = (
-            load_model(name)
-            if name in shipped or param_key is None
-            else load_model(name, param_key=param_key)
-        )
+        model = load_model(name, param_key=None if name in shipped else param_key)
         scale = scale_of(model)
         row = {}
         for d in names:

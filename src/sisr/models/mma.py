@@ -316,21 +316,13 @@ class Upsample(nn.Sequential):
                 layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
         super().__init__(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not _fast(x):
-            return super().forward(x)
-        layers = list(self)  # (conv, pixel shuffle) pairs
-        for conv, shuffle in zip(layers[::2], layers[1::2], strict=True):
-            x = _conv_pixel_shuffle(conv, x, shuffle.upscale_factor)
-        return x
-
     def forward_with_last(self, x: Tensor, last: nn.Conv2d) -> Tensor:
         """``last(self(x))`` on the fast path: the last (conv, shuffle) pair and `last` are linear, so
         they run as one 5x5 convolution of the low-resolution features into `last`'s sub-pixel phases
         (:func:`sisr.models._fused.conv_shuffle_conv`), then a shuffle of its 3 channels. The outermost
         output row and column on each side, where `last`'s zero padding differs, are recomputed by the
-        plain chain on 2-pixel strips of the input."""
-        layers = list(self)
+        plain chain on 2-pixel strips of the input. (Plain calls, ``self(x)``, run the reference.)"""
+        layers = list(self)  # (conv, pixel shuffle) pairs
         for conv, shuffle in zip(layers[:-2:2], layers[1:-2:2], strict=True):
             x = _conv_pixel_shuffle(conv, x, shuffle.upscale_factor)
         up, r = layers[-2], layers[-1].upscale_factor
