@@ -25,9 +25,11 @@ from sisr.errors import SisrError
 from sisr.models import PRESETS, SCALE_ARG, create_model
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-# The paper settings; configs/shipped/ holds the CPU recipes of the shipped models, tested separately.
-REPO_CONFIGS = sorted(p for p in CONFIGS.glob("*/*.yml") if p.parent.name != "shipped")
+# The paper settings; configs/shipped/ holds the CPU recipes of the shipped models and
+# configs/trials/ those of runs the README reports on without shipping them, tested separately.
+REPO_CONFIGS = sorted(p for p in CONFIGS.glob("*/*.yml") if p.parent.name in ("mma", "seemore"))
 SHIPPED_CONFIGS = sorted(CONFIGS.glob("shipped/*.yml"))
+TRIAL_CONFIGS = sorted(CONFIGS.glob("trials/*.yml"))
 
 # ---------------------------------------------------------------------------------------------------------
 # BasicSR-style option files written for these tests, with every key the official MMA and SeemoRe option
@@ -768,6 +770,17 @@ def test_shipped_model_configs(path: Path) -> None:
         family = path.stem.rsplit("_stage", 1)[0].removesuffix("_real").replace("_", "-")
         assert start == f"src/sisr/weights/{family}.safetensors"
         assert (CONFIGS.parent / start).is_file()
+
+
+@pytest.mark.parametrize("path", TRIAL_CONFIGS, ids=lambda p: p.name)
+def test_trial_configs(path: Path) -> None:
+    # Complete training recipes, warm-started from a shipped file that exists.
+    assert {p.parent.name for p in CONFIGS.glob("*/*.yml")} == {"mma", "seemore", "shipped", "trials"}
+    config, _ = load_config(path)
+    assert validate_for_training(config, require_paths=False) == []
+    assert unset_paths(config, "train") == []
+    start = config.path.pretrain_network_g
+    assert start is not None and (CONFIGS.parent / start).is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------

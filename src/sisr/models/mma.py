@@ -14,8 +14,10 @@ same layers, in other spellings that agree with the reference within float round
 - The Mamba mixer works in the scan's (B, channels, L) layout: every projection is one matrix product per
   batch element whose output is already in the layout its consumer reads (BLAS takes the transposed
   operands in place), so no (B, L, C) <-> (B, C, L) copy surrounds the scan.
-- The FFN runs ``project_in`` and the depthwise conv in their two output halves, with the GELU and the
-  gate fused into the depthwise convs as oneDNN post-ops; CAB's first conv fuses its GELU.
+- The FFN runs ``project_in`` as one matrix product per image that writes channel-major planes, then
+  the depthwise conv, GELU and gate in one pass of the compiled kernel (:func:`sisr.ops.gated_dwconv3x3`),
+  and ``project_out`` reads that result transposed in place into the channels-last map; CAB's first
+  conv fuses its GELU.
 - The upsampler's convs write their channels in pixel-shuffle order, which makes the shuffle a copy
   of contiguous runs.
 
@@ -34,7 +36,13 @@ from sisr.models._checks import check_int, check_positive, check_rgb
 from sisr.models._fastpath import fast_path_allowed
 from sisr.models._fused import conv2d, conv_shuffle_conv, fused_convs_available
 from sisr.models._pointwise import PointwiseConv2d
-from sisr.ops import ScanInputs, conv1d_silu, conv1d_silu_ref, selective_scan_bidirectional
+from sisr.ops import (
+    ScanInputs,
+    conv1d_silu,
+    conv1d_silu_ref,
+    gated_dwconv3x3,
+    selective_scan_bidirectional,
+)
 
 __all__ = ["MMA", "VARIANTS"]
 
@@ -75,22 +83,11 @@ def _linear(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack(rows) if batch > 1 else rows[0].unsqueeze(0)
 
 
-def _depthwise_half(conv: nn.Conv2d, x: Tensor, half: int, *, unary: str, other: Tensor | None) -> Tensor:
-    """One half of the channels of depthwise `conv` (0: the first, 1: the second) on `x`, which holds
-    that half's input channels, with a oneDNN post-op: GELU (`unary` "gelu") or ``* other``.
-
-    (``sisr.models._fused.conv2d`` takes the group count from `conv`; a half has half the groups.)
-    """
-    channels = conv.out_channels // 2
-    rows = slice(half * channels, (half + 1) * channels)
-    weight = conv.weight[rows]
-    bias = None if conv.bias is None else conv.bias[rows]
-    geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), channels)
-    if other is not None:
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, other, weight, bias, *geometry, "mul", None, None, [], None
-        )
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry, unary, [], "none")
+def _affine(a: Tensor, b: Tensor, bias: Tensor | None, *, out: Tensor | None = None) -> Tensor:
+    """``a @ b + bias`` (`bias` broadcast over the rows) by BLAS, into `out` if given."""
+    if bias is None:
+        return torch.mm(a, b, out=out)
+    return torch.addmm(bias, a, b, out=out)
 
 
 class ChannelAttention(nn.Module):
@@ -153,16 +150,21 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if _fast(x):
-            # Each half of project_in through its half of the depthwise conv, GELU and gate fused in:
-            # gate = gelu(dw_1(in_1(x))), gated = dw_2(in_2(x)) * gate.
-            hidden = self.dwconv.out_channels // 2
-            w_in, b_in = self.project_in.weight, self.project_in.bias
-            halves = [
-                conv2d(self.project_in, x, weight=w_in[rows], bias=None if b_in is None else b_in[rows])
-                for rows in (slice(0, hidden), slice(hidden, 2 * hidden))
-            ]
-            gate = _depthwise_half(self.dwconv, halves[0], 0, unary="gelu", other=None)
-            return self.project_out(_depthwise_half(self.dwconv, halves[1], 1, unary="none", other=gate))
+            # Per image: project_in as one product written channel-major, (2 hidden, H*W), so that the
+            # kernel reads each channel's plane contiguously (and adds project_in's bias as it reads);
+            # project_out reads the kernel's (hidden, H*W) result transposed in place and writes
+            # (H*W, C), the channels-last map.
+            batch, channels, height, width = x.shape
+            w_in = self.project_in.weight.view(-1, channels)
+            w_out = self.project_out.weight.view(channels, -1)
+            b_in, b_out = self.project_in.bias, self.project_out.bias
+            out = x.new_empty(batch, height, width, channels)
+            for i in range(batch):
+                tokens = x[i].permute(1, 2, 0).reshape(height * width, channels)  # a view if channels-last
+                hidden = torch.mm(w_in, tokens.t()).view(1, -1, height, width)
+                gated = gated_dwconv3x3(hidden, self.dwconv.weight, self.dwconv.bias, input_bias=b_in)
+                _affine(gated.view(-1, height * width).t(), w_out.t(), b_out, out=out[i].view(-1, channels))
+            return out.permute(0, 3, 1, 2)
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)
 

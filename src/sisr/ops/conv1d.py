@@ -8,7 +8,6 @@ kernel's SiLU uses its own exp, a few ulp from libm's; ``tests/test_ops_conv1d.p
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -41,17 +40,7 @@ def conv1d_silu_ref(x: Tensor, weight: Tensor, bias: Tensor | None, *, anticausa
 def conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None, *, anticausal: bool = False) -> Tensor:
     """:func:`conv1d_silu_ref` through the compiled kernel, for float32/float64 CPU tensors outside
     autograd; anything else goes to the reference. Arguments and result as the reference."""
-    kernel = _fused._kernel()
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    usable = (
-        kernel is not None
-        and hasattr(kernel, "conv1d_silu")
-        and not needs_grad
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and x.dim() == 3
-        and weight.dtype == x.dtype
-    )
-    if not usable:
+    kernel = _fused.inference_kernel("conv1d_silu", x, weight, bias)
+    if kernel is None or x.dim() != 3 or weight.dtype != x.dtype:
         return conv1d_silu_ref(x, weight, bias, anticausal=anticausal)
     return kernel.conv1d_silu(x, weight, bias, anticausal)

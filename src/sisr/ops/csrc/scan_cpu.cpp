@@ -35,6 +35,9 @@
 //   the gradients of u, delta, B, C, z are rounded to S once, at the end. For S == T nothing is converted
 //   and the float32/float64 code paths are exactly those of the single-type kernel.
 //
+// Two inference-only helpers of MMA's fast path sit at the end: Mamba's short conv1d with its SiLU
+// (conv1d_silu) and the FFN's depthwise 3x3 conv with its GELU gate (gated_dwconv3x3).
+//
 // This file is compiled once per instruction set (generic, AVX2, AVX-512) into separate Python
 // modules; sisr.ops._fused picks the best one the CPU supports.
 
@@ -46,6 +49,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -982,6 +986,142 @@ Tensor conv1d_silu(const Tensor& x_in, const Tensor& weight_in, const std::optio
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// The gate of Restormer's gated-dconv FFN (MMA's FeedForward) after project_in, for inference (no
+// backward): x (B, 2C, H, W) contiguous, w (2C, 1, 3, 3), zero padding 1,
+//     out[b, c] = gelu(dw(x')[b, c]) * dw(x')[b, C + c],   dw = the depthwise 3x3 conv (+ bias),
+// x' = x + input_bias per channel (project_in's bias, added here so that the product before needs no
+// bias pass over its output; the zero padding is outside x', as in the network).
+// Per channel pair the two input planes are copied into zero-padded scratch planes (so that every tap is
+// an unconditional load) and each output row is computed along W in vectors, gelu and product included:
+// one pass that reads x once and writes out once. oneDNN's depthwise conv with these post-ops took about
+// twice as long in both layouts on an AVX2 EPYC (ad hoc; the network is timed by benchmarks/latency.py).
+
+// gelu(x) = x / 2 * (1 + erf(x / sqrt 2)). erf is Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the
+// formula of ATen's vectorised float erf, with this file's exp for float with AVX2/AVX-512; otherwise
+// ATen's erf.
+template <typename T>
+inline Vectorized<T> gelu_vec(const Vectorized<T>& x) {
+  using Vec = Vectorized<T>;
+#ifdef SISR_VEC
+  if constexpr (std::is_same_v<T, float>) {
+    const Vec z = x * Vec(float(M_SQRT1_2));
+    const Vec az = z.abs();
+    const Vec t = Vec(1.0f) / at::vec::fmadd(Vec(0.3275911f), az, Vec(1.0f));
+    Vec r = at::vec::fmadd(Vec(1.061405429f), t, Vec(-1.453152027f));
+    r = at::vec::fmadd(r, t, Vec(1.421413741f));
+    r = at::vec::fmadd(r, t, Vec(-0.284496736f));
+    r = at::vec::fmadd(r, t, Vec(0.254829592f));
+    const Vec erfc = r * t * exp_float((az * az).neg());  // erfc(|z|)
+    // 1 + erf(z): 2 - erfc(|z|) for z >= 0, erfc(|z|) for z < 0.
+    return x * Vec(0.5f) * Vec::blendv(Vec(2.0f) - erfc, erfc, z < Vec(0.0f));
+  }
+#endif
+  return x * Vec(T(0.5)) * (Vec(T(1)) + (x * Vec(T(M_SQRT1_2))).erf());
+}
+
+template <typename T>
+inline T gelu_scalar(T x) {
+  return x * T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2)));
+}
+
+// The nine taps of a zero-padded plane p (row stride S) at output positions [x, x + V) of a row.
+template <typename T>
+inline Vectorized<T> taps3x3(const T* p, int64_t S, const T* w, T bias) {
+  using Vec = Vectorized<T>;
+  Vec acc(bias);
+  for (int dy = 0; dy < 3; ++dy) {
+    for (int dx = 0; dx < 3; ++dx) {
+      acc = at::vec::fmadd(Vec(w[dy * 3 + dx]), Vec::loadu(p + dy * S + dx), acc);
+    }
+  }
+  return acc;
+}
+
+template <typename T>
+inline T taps3x3_scalar(const T* p, int64_t S, const T* w, T bias) {
+  T acc = bias;
+  for (int dy = 0; dy < 3; ++dy) {
+    for (int dx = 0; dx < 3; ++dx) acc += w[dy * 3 + dx] * p[dy * S + dx];
+  }
+  return acc;
+}
+
+// src (H, W) + offset into dst (H + 2, W + 2) with a zero border.
+template <typename T>
+void pad_plane(const T* src, T offset, int64_t H, int64_t W, T* dst) {
+  const int64_t S = W + 2;
+  std::fill(dst, dst + S, T(0));
+  std::fill(dst + (H + 1) * S, dst + (H + 2) * S, T(0));
+  for (int64_t y = 0; y < H; ++y) {
+    T* d = dst + (y + 1) * S;
+    d[0] = T(0);
+    for (int64_t i = 0; i < W; ++i) d[i + 1] = src[y * W + i] + offset;
+    d[W + 1] = T(0);
+  }
+}
+
+Tensor gated_dwconv3x3(const Tensor& x_in, const Tensor& weight_in, const std::optional<Tensor>& bias_in,
+                       const std::optional<Tensor>& input_bias_in) {
+  TORCH_CHECK(x_in.dim() == 4, "gated_dwconv3x3: x must be (B, 2C, H, W)");
+  TORCH_CHECK(x_in.device().is_cpu(), "gated_dwconv3x3: x must be on the CPU");
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
+              "gated_dwconv3x3: x must be float32 or float64, got ", x_in.scalar_type());
+  const int64_t batch = x_in.size(0), C2 = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  TORCH_CHECK(C2 % 2 == 0, "gated_dwconv3x3: x must have an even number of channels, got ", C2);
+  const int64_t C = C2 / 2;
+  TORCH_CHECK(weight_in.numel() == C2 * 9, "gated_dwconv3x3: weight must be (2C, 1, 3, 3)");
+  const Tensor x = x_in.contiguous();
+  const Tensor weight = weight_in.reshape({C2, 9}).to(x.scalar_type()).contiguous();
+  Tensor bias;
+  if (bias_in.has_value()) {
+    bias = bias_in->to(x.scalar_type()).contiguous();
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == C2, "gated_dwconv3x3: bias must be (2C,)");
+  }
+  Tensor input_bias;
+  if (input_bias_in.has_value()) {
+    input_bias = input_bias_in->to(x.scalar_type()).contiguous();
+    TORCH_CHECK(input_bias.dim() == 1 && input_bias.size(0) == C2, "gated_dwconv3x3: input_bias must be (2C,)");
+  }
+  Tensor out = at::empty({batch, C, H, W}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_dwconv3x3", [&] {
+    using Vec = Vectorized<scalar_t>;
+    constexpr int64_t V = Vec::size();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    const scalar_t* bp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ip = input_bias.defined() ? input_bias.data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const int64_t S = W + 2, plane = H * W;
+    at::parallel_for(0, batch * C, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<scalar_t> scratch(2 * (H + 2) * S);
+      scalar_t* p1 = scratch.data();  // the gelu half's plane, padded
+      scalar_t* p2 = p1 + (H + 2) * S;  // the other half's plane, padded
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / C, c = r % C;
+        pad_plane(xp + (b * C2 + c) * plane, ip ? ip[c] : scalar_t(0), H, W, p1);
+        pad_plane(xp + (b * C2 + C + c) * plane, ip ? ip[C + c] : scalar_t(0), H, W, p2);
+        const scalar_t* w1 = wp + c * 9;
+        const scalar_t* w2 = wp + (C + c) * 9;
+        const scalar_t b1 = bp ? bp[c] : scalar_t(0), b2 = bp ? bp[C + c] : scalar_t(0);
+        for (int64_t y = 0; y < H; ++y) {
+          const scalar_t* q1 = p1 + y * S;
+          const scalar_t* q2 = p2 + y * S;
+          scalar_t* o = op + r * plane + y * W;
+          int64_t i = 0;
+          for (; i + V <= W; i += V) {
+            (gelu_vec(taps3x3(q1 + i, S, w1, b1)) * taps3x3(q2 + i, S, w2, b2)).store(o + i);
+          }
+          for (; i < W; ++i) {
+            o[i] = gelu_scalar(taps3x3_scalar(q1 + i, S, w1, b1)) * taps3x3_scalar(q2 + i, S, w2, b2);
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -994,5 +1134,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("out_pre"), py::arg("ckpts"), py::arg("dout"), py::arg("delta_softplus"), py::arg("chunk"));
   m.def("conv1d_silu", &conv1d_silu, "Depthwise conv1d over the sequence, then SiLU (inference)", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("anticausal"));
+  m.def("gated_dwconv3x3", &gated_dwconv3x3,
+        "gelu(dw3x3(x)[:, :C]) * dw3x3(x)[:, C:] for a depthwise 3x3 conv with zero padding (inference)",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("input_bias"));
   m.def("lanes", [] { return Vectorized<float>::size(); }, "float lanes of the compiled vector type");
 }
