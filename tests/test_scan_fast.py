@@ -227,6 +227,8 @@ def test_public_names() -> None:
         "conv1d_silu",
         "conv1d_silu_ref",
         "fused_available",
+        "gated_dwconv3x3",
+        "gated_dwconv3x3_ref",
         "selective_scan",
         "selective_scan_bidirectional",
         "selective_scan_bidirectional_ref",
