@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -576,6 +577,7 @@ def test_mpo_reads_its_main_image(tmp_path: Path, rgb_photo: np.ndarray) -> None
 # Colour profile and EXIF
 
 
+@functools.cache  # made once: its header holds the creation time, so two calls a second apart differ
 def _srgb_profile() -> bytes:
     from PIL import ImageCms
 
