@@ -1,9 +1,10 @@
-"""Shared fixtures: one thread for small networks; small crops of scikit-image's bundled photos
-(no download at run time)."""
+"""Shared fixtures: one thread for small networks; a spy on the compiled kernel's ops; small crops of
+scikit-image's bundled photos (no download at run time)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,33 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], list[str]]:
+    """``calls = kernel_calls("op")`` puts a spy in front of the compiled kernel (``sisr.ops._fused``)
+    for the test: every call of its op ``op`` appends ``"op"`` to ``calls`` and runs the real one."""
+    from sisr.ops import _fused
+
+    def spy(name: str) -> list[str]:
+        kernel, calls = _fused._kernel(), []
+
+        class Spy:
+            def __getattr__(self, attr: str) -> Any:
+                real = getattr(kernel, attr)
+                if attr != name:
+                    return real
+
+                def record(*args: object) -> Any:
+                    calls.append(name)
+                    return real(*args)
+
+                return record
+
+        monkeypatch.setattr(_fused, "_kernel", lambda: Spy())
+        return calls
+
+    return spy
 
 
 @pytest.fixture

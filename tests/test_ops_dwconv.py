@@ -7,6 +7,8 @@ to 1e-12.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,28 +88,20 @@ def test_kernel_reads_any_layout() -> None:
 
 @needs_kernel
 def test_dispatch_takes_the_kernel_outside_autograd_and_the_reference_inside(
-    monkeypatch: pytest.MonkeyPatch,
+    kernel_calls: Callable[[str], list[str]],
 ) -> None:
     torch.manual_seed(1)
     x, weight, bias = torch.randn(1, 6, 5, 5), torch.randn(6, 1, 3, 3), torch.randn(6)
-    kernel = _fused._kernel()
-    calls: list[bool] = []
-
-    class Spy:
-        def gated_dwconv3x3(self, *args: object) -> torch.Tensor:
-            calls.append(True)
-            return kernel.gated_dwconv3x3(*args)
-
-    monkeypatch.setattr(_fused, "_kernel", lambda: Spy())
+    calls = kernel_calls("gated_dwconv3x3")
     with torch.inference_mode():
         fast = gated_dwconv3x3(x, weight, bias)
-    assert calls == [True]
+    assert calls == ["gated_dwconv3x3"]
     # The kernel has no backward, so a differentiable call runs the reference.
     w = weight.clone().requires_grad_()
     gated_dwconv3x3(x, w, bias).sum().backward()
     shift = torch.randn(6, requires_grad=True)
     gated_dwconv3x3(x, weight, bias, input_bias=shift).sum().backward()
-    assert calls == [True] and w.grad is not None and shift.grad is not None
+    assert calls == ["gated_dwconv3x3"] and w.grad is not None and shift.grad is not None
     assert rel_err(fast, gated_dwconv3x3_ref(x, weight, bias)) < 1e-6
     # Shapes the kernel does not take (an odd channel count, a 5x5 kernel) go to the reference too.
     odd = torch.randn(1, 5, 4, 4)
@@ -115,4 +109,4 @@ def test_dispatch_takes_the_kernel_outside_autograd_and_the_reference_inside(
         gated_dwconv3x3(torch.randn(1, 6, 4, 4), torch.randn(6, 1, 5, 5), None)
         with pytest.raises(RuntimeError):  # the reference's own error for an odd count
             gated_dwconv3x3(odd, torch.randn(5, 1, 3, 3), None)
-    assert calls == [True]
+    assert calls == ["gated_dwconv3x3"]

@@ -994,8 +994,8 @@ Tensor conv1d_silu(const Tensor& x_in, const Tensor& weight_in, const std::optio
 // bias pass over its output; the zero padding is outside x', as in the network).
 // Per channel pair the two input planes are copied into zero-padded scratch planes (so that every tap is
 // an unconditional load) and each output row is computed along W in vectors, gelu and product included:
-// one pass that reads x once and writes out once. oneDNN's depthwise conv with these post-ops took about
-// twice as long in both layouts on an AVX2 EPYC (ad hoc; the network is timed by benchmarks/latency.py).
+// one pass that reads x once and writes out once. oneDNN's depthwise conv with these post-ops was slower
+// in both layouts on an AVX2 EPYC (ad hoc; the network is timed by benchmarks/latency.py).
 
 // gelu(x) = x / 2 * (1 + erf(x / sqrt 2)). erf is Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the
 // formula of ATen's vectorised float erf, with this file's exp for float with AVX2/AVX-512; otherwise
