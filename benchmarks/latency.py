@@ -11,9 +11,10 @@ median time and its ratio to sisr fp32, then the issue's targets. Workers:
 
 - ``sisr ref``: this sisr, fp32, every network's plain-PyTorch reference (``reference_paths()``);
 - ``sisr fp32``: this sisr, fp32, with its fast paths (the default);
-- ``sisr best``: this sisr at its best allowed settings: the best precision that
+- ``sisr best``: this sisr at its best allowed settings: of fp32 and the precisions that
   :func:`sisr.precision.check_precision` allows for the architecture on this device (bf16 only where it
-  is native; fp32 elsewhere), fast paths, the default layout;
+  is native), the one whose forward was fastest at load (one timed forward each after a warm-up), fast
+  paths, the default layout;
 - ``spandrel`` (``--spandrel DIR``, a folder where spandrel was installed with
   ``pip install --target DIR --no-deps spandrel einops safetensors``): spandrel's SeemoRe. spandrel
   imports torchvision for two architectures not used here, and torchvision does not import beside this
@@ -310,8 +311,8 @@ class _Worker:
 
                 ctx = reference_paths
             if self.kind == "best":
-                precision = _best_precision(model)
-                info["precision"] = precision
+                precision, note = _best_precision(model, x)
+                info["precision"] = note
                 if precision != "fp32":
                     from sisr.precision import autocast
 
@@ -396,19 +397,39 @@ class _Worker:
             stdout.flush()
 
 
-def _best_precision(model: nn.Module) -> str:
-    """The first of bf16, fp16 that the gate allows for `model` on the CPU, else fp32."""
+def _best_precision(model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
+    """The fastest of the precisions the gate allows for `model` on this CPU, and a note of the times.
+
+    fp32 and each of bf16, fp16 that :func:`sisr.precision.check_precision` allows run one forward on `x`
+    after a warm-up forward; a lower precision is not always faster (a network whose fast path is
+    float32-only runs its reference under autocast).
+    """
     from sisr.errors import SisrError
     from sisr.models import arch_of
-    from sisr.precision import check_precision
+    from sisr.precision import autocast, check_precision
 
+    allowed = ["fp32"]
     for precision in ("bf16", "fp16"):
         try:
             check_precision(precision, arch=arch_of(model), device=torch.device("cpu"))
         except SisrError:
             continue
-        return precision
-    return "fp32"
+        allowed.append(precision)
+    if len(allowed) == 1:
+        return "fp32", "fp32 (the only precision the gate allows on this CPU)"
+    ms: dict[str, float] = {}
+    for precision in allowed:
+        with torch.inference_mode(), autocast(precision, torch.device("cpu")):  # type: ignore[arg-type]
+            model(x)
+            t0 = time.perf_counter()
+            model(x)
+            ms[precision] = 1000 * (time.perf_counter() - t0)
+    best = min(ms, key=ms.__getitem__)
+    times = ", ".join(f"{p} {t:,.0f} ms" for p, t in ms.items())
+    return (
+        best,
+        f"{best}, the fastest of the allowed precisions in one forward each after a warm-up ({times})",
+    )
 
 
 def _official(arch: str, preset: str, scale: int, opts: dict[str, Any]) -> nn.Module:

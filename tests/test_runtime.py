@@ -137,3 +137,36 @@ def test_every_caller_uses_it() -> None:
     for module in (checkpoint, evaluate, train):
         assert "def resolve_device" not in inspect.getsource(module)
         assert "def _resolve_device" not in inspect.getsource(module)
+
+
+_ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx fma avx2
+
+processor\t: 1
+model name\t: another name
+flags\t\t: avx512f avx512_bf16
+"""
+
+
+def test_cpuinfo_names_the_first_processor_and_its_features() -> None:
+    zen3 = runtime.parse_cpuinfo(_ZEN3)
+    assert (zen3.name, zen3.family, zen3.model) == ("AMD EPYC", "25", "1")
+    assert "avx512f" not in zen3.flags  # the second processor's entry is not read
+    assert zen3.describe() == "AMD EPYC (family 25 model 1; AVX2, no AVX-512, no native bf16)"
+    xeon = runtime.parse_cpuinfo(
+        "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel Xeon\n"
+        "flags\t\t: avx2 avx512f amx_bf16 amx_tile\n"
+    )
+    assert xeon.describe() == "Intel Xeon (family 6 model 143; AVX-512, native bf16 (AMX))"
+    zen4 = runtime.parse_cpuinfo("model name : AMD EPYC\nflags : avx2 avx512f avx512_bf16\n")
+    assert zen4.describe() == "AMD EPYC (AVX-512, native bf16)"
+    assert runtime.parse_cpuinfo("").describe() == ""
+
+
+def test_this_machines_cpu_is_read_once() -> None:
+    assert runtime.cpu_info() is runtime.cpu_info()
+    assert runtime.cpu_info().name  # /proc/cpuinfo's model name, or platform's name off Linux

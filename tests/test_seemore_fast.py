@@ -1,10 +1,17 @@
-"""SeemoRe's fused fp32 CPU inference path against its reference, and where it must not run.
+"""SeemoRe's fused CPU inference path (fp32, and bf16 under autocast) against its reference, and where
+it must not run.
 
 Tolerance: the fast path changes only the order of float32 roundings (oneDNN's accumulation order, the
 LayerNorm's variance, folded scales). With the shipped checkpoints (outputs in about [0, 1]) the max abs
 difference from the reference is at most ``TOL`` = 1e-5; with the test weights of tests/test_seemore.py,
 whose outputs reach |5|, at most ``REL_TOL`` = 1e-5 times the largest |output| (measured: <= 3.6e-6 for
 T/B/L at x2/x3/x4).
+
+In bf16 both paths round to bfloat16 at different places (the reference between every op, the fast
+path after each fused oneDNN call), so they are compared through fp32: the fast path's max abs error
+from the fp32 reference is at most ``BF16_FACTOR`` = 1.5 times autocast's reference's own (measured on
+this file's cases: 0.63-1.16 times), with the same experts chosen, and on the shipped weights its uint8
+output stays within the precision gate's 45 dB of fp32's (measured: 52.5-52.8 dB).
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ from torch import nn
 import sisr.models.seemore as seemore_module
 from sisr.checkpoint import load_model
 from sisr.models import _fused
-from sisr.models._fastpath import reference_paths
+from sisr.models._fastpath import _onednn_bf16, reference_paths
 from sisr.models.seemore import VARIANTS, SeemoRe
 from test_seemore import SCALES, build, record_routes, sample_images
 
 TOL = 1e-5
 REL_TOL = 1e-5
+BF16_FACTOR = 1.5
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -147,6 +155,87 @@ def test_no_grad_uses_the_fast_path_too(fused_calls: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# bf16: the same fast path under CPU autocast to bfloat16
+# ---------------------------------------------------------------------------------------------------
+
+needs_bf16 = pytest.mark.skipif(not _onednn_bf16(), reason="oneDNN has no bfloat16 kernels on this CPU")
+
+
+@pytest.fixture
+def conv_dtypes(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """The dtypes of the inputs of the fused convolutions that the SeemoRe module calls, in order."""
+    dtypes: list[torch.dtype] = []
+    for name in ("conv2d", "conv2d_binary"):
+        original = getattr(seemore_module, name)
+
+        def spy(
+            conv: nn.Conv2d, x: torch.Tensor, *args: object, _original: object = original, **kw: object
+        ) -> object:
+            dtypes.append(x.dtype)
+            return _original(conv, x, *args, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(seemore_module, name, spy)
+    return dtypes
+
+
+def _bf16_against_fp32(model: SeemoRe, x: torch.Tensor) -> tuple[torch.Tensor, float, float, bool]:
+    """The fast bf16 output, its and autocast's reference's max abs error from fp32, and same routes."""
+    with torch.inference_mode():
+        with record_routes(model, topk=1) as fast_routes, torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(x)
+        with reference_paths(), record_routes(model, topk=1) as ref_routes:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                ref = model(x)
+        with reference_paths():
+            fp32 = model(x)
+    same = torch.equal(torch.stack(fast_routes), torch.stack(ref_routes))
+    return fast, (fast - fp32).abs().max().item(), (ref - fp32).abs().max().item(), same
+
+
+@needs_bf16
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_bf16_fast_path_is_as_close_to_fp32_as_autocast(
+    variant: str, scale: int, conv_dtypes: list[torch.dtype]
+) -> None:
+    model = build(variant, scale).eval()
+    h, w = _size(variant)
+    x = sample_images(4, h, w)[[0, 3]]  # two images that route differently
+    fast, fast_err, ref_err, same_routes = _bf16_against_fp32(model, x)
+    assert conv_dtypes and set(conv_dtypes) == {torch.bfloat16}  # it ran, and in bfloat16
+    assert fast.dtype == torch.float32 and fast.shape == (2, 3, scale * h, scale * w)
+    assert same_routes
+    assert 0 < fast_err <= BF16_FACTOR * ref_err
+
+
+@needs_bf16
+@pytest.mark.parametrize("scale", SCALES)
+def test_bf16_fast_path_on_shipped_weights_passes_the_gate(scale: int) -> None:
+    model = load_model(f"seemore-t-x{scale}").eval()
+    x = sample_images(4, 17, 23)
+    fast, fast_err, ref_err, same_routes = _bf16_against_fp32(model, x)
+    assert same_routes and fast_err <= BF16_FACTOR * ref_err
+    with torch.inference_mode(), reference_paths():
+        fp32 = model(x)
+    as_uint8 = [(t.clamp(0, 1) * 255).round() for t in (fast, fp32)]
+    mse = F.mse_loss(*as_uint8).item()
+    assert 10 * torch.log10(torch.tensor(255.0**2 / mse)).item() >= 45.0
+
+
+@needs_bf16
+def test_a_bf16_model_on_bf16_input_takes_the_fast_path(conv_dtypes: list[torch.dtype]) -> None:
+    model = build("seemore-t", 2).eval().bfloat16()
+    x = sample_images(1, 17, 23)
+    with torch.inference_mode():
+        fast = model(x.bfloat16())
+        assert conv_dtypes and set(conv_dtypes) == {torch.bfloat16}
+        with reference_paths():
+            ref = model.float()(x)
+    assert fast.dtype == torch.bfloat16
+    assert (fast.float() - ref).abs().max().item() <= 0.1 * ref.abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------------
 # Where the reference must run
 # ---------------------------------------------------------------------------------------------------
 
@@ -163,7 +252,7 @@ def test_reference_runs_outside_fp32_cpu_inference(
     assert x.grad is not None and fused_calls == []
     x = x.detach()
     with torch.inference_mode():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.float16):  # the fast path computes in float32 or bfloat16
             model(x)
         assert fused_calls == []
         model.double()(x.double())  # not float32

@@ -53,17 +53,14 @@ GATE: dict[str, tuple[str, ...]] = {
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        pass
+    from sisr.runtime import cpu_info
+
+    flags = cpu_info().flags
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
     import torch
 
-    # Not Linux: oneDNN's own check (true on AVX512-BF16/AMX CPUs).
+    # No /proc/cpuinfo flags (not Linux): oneDNN's own check (true on AVX512-BF16/AMX CPUs).
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 

@@ -7,6 +7,9 @@ this machine has, or a one-line :class:`~sisr.errors.SisrError`; every command a
 
 :func:`reuse_freed_memory` sets how freed memory is reused, for fast PyTorch on the CPU.
 
+:func:`cpu_info` reads this CPU's name, family, model and instruction-set flags once, for the bf16 check
+of :mod:`sisr.precision` and the machine line of every benchmark table.
+
 glibc's ``malloc`` serves every block above its mmap threshold (128 KiB at first, adapting up to
 32 MiB) with a fresh ``mmap`` and gives it back to the kernel with ``munmap`` when it is freed. A
 super-resolution network allocates and frees activations of megabytes at every layer: a SeemoRe-T
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -39,9 +43,12 @@ if TYPE_CHECKING:  # torch is imported when a device is resolved, so that `sisr 
 
 __all__ = [
     "DEFAULT_WAIT_POLICY",
+    "CpuInfo",
     "World",
     "configure_threads",
+    "cpu_info",
     "init_distributed",
+    "parse_cpuinfo",
     "resolve_device",
     "reuse_freed_memory",
 ]
@@ -81,6 +88,64 @@ def configure_threads(threads: int | None = None) -> dict[str, str]:
     if threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     return changed
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What ``/proc/cpuinfo`` says of this CPU (empty fields where there is no such file)."""
+
+    name: str
+    family: str
+    model: str
+    flags: frozenset[str]
+
+    def describe(self) -> str:
+        """The CPU for a benchmark table, e.g. ``AMD EPYC (family 25 model 17; AVX-512, native bf16)``."""
+        features = []
+        if "avx512f" in self.flags:
+            features.append("AVX-512")
+        elif "avx2" in self.flags:
+            features.append("AVX2, no AVX-512")
+        if self.flags & {"avx512_bf16", "amx_bf16"}:
+            features.append("native bf16" + (" (AMX)" if "amx_bf16" in self.flags else ""))
+        elif self.flags:
+            features.append("no native bf16")
+        ident = f"family {self.family} model {self.model}" if self.family else ""
+        details = "; ".join(d for d in (ident, ", ".join(features)) if d)
+        return f"{self.name} ({details})" if details else self.name
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """The first processor's entry of a ``/proc/cpuinfo`` text (every core of a machine is alike)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the end of the first processor's entry
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return CpuInfo(
+        name=fields.get("model name", ""),
+        family=fields.get("cpu family", ""),
+        model=fields.get("model", ""),
+        flags=frozenset(fields.get("flags", "").split()),
+    )
+
+
+@functools.cache
+def cpu_info() -> CpuInfo:
+    """This machine's CPU, read from ``/proc/cpuinfo`` once; off Linux, the name ``platform`` gives."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            info = parse_cpuinfo(f.read())
+    except OSError:
+        info = CpuInfo(name="", family="", model="", flags=frozenset())
+    if not info.name:
+        import platform
+
+        info = CpuInfo(platform.processor() or "unknown CPU", info.family, info.model, info.flags)
+    return info
 
 
 def resolve_device(device: str | torch.device | None = None, *, local_rank: int = 0) -> torch.device:

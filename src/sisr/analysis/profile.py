@@ -53,7 +53,7 @@ from sisr.checkpoint import load_model, resolve_device, shipped_models
 from sisr.errors import SisrError
 from sisr.models import PRESETS, create_model, scale_of
 from sisr.models.seemore import MoELayer
-from sisr.runtime import reuse_freed_memory
+from sisr.runtime import cpu_info, reuse_freed_memory
 
 __all__ = [
     "DEFAULT_OUTPUT_SIZE",
@@ -356,12 +356,7 @@ def machine(device: str | torch.device = "cpu") -> str:
     dev = torch.device(device)
     if dev.type == "cuda":
         return f"{torch.cuda.get_device_name(dev)}, torch {torch.__version__}"
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_info().describe()
     return (
         f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"

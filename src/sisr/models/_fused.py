@@ -2,9 +2,10 @@
 
 Each function here replaces a short chain of plain PyTorch calls, its reference, and returns the same
 values within float rounding (the oneDNN convolution accumulates in another order; the fused GELU is the
-exact erf form). They are meant for float32 CPU inference only: callers decide with
-:func:`sisr.models._fastpath.fast_path_allowed` and :func:`fused_convs_available`, and run the reference
-otherwise. None of them keeps state, so there is nothing to invalidate when the weights change: the
+exact erf form). They are meant for CPU inference in float32, or in bfloat16, where the convolutions
+take their weight and bias in the input's dtype (a cast each call, as autocast does): callers decide
+with :func:`sisr.models._fastpath.fast_path_dtype` and :func:`fused_convs_available`, and run the
+reference otherwise. None of them keeps state, so there is nothing to invalidate when the weights change: the
 convolution's current ``weight`` and ``bias`` (or slices of them passed as `weight` / `bias`) are read on
 every call.
 
@@ -28,8 +29,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sisr.ops import layer_norm_rows
 
 Unary = Literal["none", "gelu"]
 Binary = Literal["add", "mul"]
@@ -38,6 +40,15 @@ Binary = Literal["add", "mul"]
 def fused_convs_available() -> bool:
     """Whether this torch build has oneDNN (mkldnn) and its pointwise-fused convolution ops."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _params(
+    conv: nn.Conv2d, x: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """`weight` and `bias`, or the convolution's own, in the dtype of `x` (no copy when it is theirs)."""
+    if weight is None:
+        weight, bias = conv.weight, conv.bias
+    return weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
 
 
 def _geometry(conv: nn.Conv2d) -> tuple[list[int], list[int], list[int], int]:
@@ -64,7 +75,7 @@ def conv2d(
 
     Args:
         conv: Supplies the geometry, and the weight and bias unless `weight` is given.
-        x: (B, C_in, H, W) float32 CPU input, channels_last for the fastest kernels.
+        x: (B, C_in, H, W) float32 or bfloat16 CPU input, channels_last for the fastest kernels.
         unary: Activation applied to the convolution's output.
         weight: Overrides ``conv.weight`` (e.g. the rows of one output half); `bias` then overrides
             ``conv.bias`` (None: no bias).
@@ -74,8 +85,7 @@ def conv2d(
         (B, C_out, H', W') in the layout of `x`.
     """
     padding, stride, dilation, groups = _geometry(conv)
-    if weight is None:
-        weight, bias = conv.weight, conv.bias
+    weight, bias = _params(conv, x, weight, bias)
     attr, scalars, algorithm = _unary_args(unary)
     return torch.ops.mkldnn._convolution_pointwise(
         x, weight, bias, padding, stride, dilation, groups, attr, scalars, algorithm
@@ -107,8 +117,7 @@ def conv2d_binary(
         A new (B, C_out, H', W') tensor; `other` is not modified.
     """
     padding, stride, dilation, groups = _geometry(conv)
-    if weight is None:
-        weight, bias = conv.weight, conv.bias
+    weight, bias = _params(conv, x, weight, bias)
     # The binary ops take "no activation" as None, not as "none".
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, other, weight, bias, padding, stride, dilation, groups, binary, None, None, [], None
@@ -128,8 +137,7 @@ def conv2d_add_(
         bias: As in :func:`conv2d`.
     """
     padding, stride, dilation, groups = _geometry(conv)
-    if weight is None:
-        weight, bias = conv.weight, conv.bias
+    weight, bias = _params(conv, x, weight, bias)
     torch.ops.mkldnn._convolution_pointwise_.binary(
         out, x, weight, bias, padding, stride, dilation, groups, "add", None, None, [], None
     )
@@ -139,10 +147,10 @@ def conv2d_add_(
 def layer_norm_channels(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """Layer norm over the channels of (B, C, H, W) `x` by ``F.layer_norm`` on its (B, H, W, C) view.
 
-    For a channels_last `x` the view is contiguous, so this is one pass without copies, and the result is
-    channels_last again.
+    For a channels_last `x` the view is contiguous, so this is one pass without copies (by the compiled
+    kernel of :func:`sisr.ops.layer_norm_rows` where it is built), and the result is channels_last again.
     """
-    y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), weight, bias, eps)  # (B, H, W, C)
+    y = layer_norm_rows(x.permute(0, 2, 3, 1), weight, bias, eps)  # (B, H, W, C)
     return y.permute(0, 3, 1, 2)
 
 

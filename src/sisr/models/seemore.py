@@ -18,11 +18,14 @@ Differences to the official code (outputs are unchanged wherever the official co
   ``"exp"``, see :data:`VARIANTS`.
 * The RGB mean is a non-persistent buffer, so it follows ``.to()`` without entering the state dict.
 
-Fast path: in float32 CPU inference (eval mode, autograd off, see :mod:`sisr.models._fastpath`) the
-blocks run their ``fused`` methods instead: channels_last features, oneDNN convolutions with the GELU,
-the gating product and the residual add fused in (:mod:`sisr.models._fused`), the convolutions feeding a
-``chunk`` split into one convolution per half, ``F.layer_norm`` over the channels. Same routing, same
-values within float rounding (tests/test_seemore_fast.py); everywhere else the reference code runs.
+Fast path: in CPU inference (eval mode, autograd off, see :mod:`sisr.models._fastpath`) in float32, or
+in bfloat16 under CPU autocast to it, the blocks run their ``fused`` methods instead: channels_last
+features, oneDNN convolutions with the GELU, the gating product and the residual add fused in
+(:mod:`sisr.models._fused`), the convolutions feeding a ``chunk`` split into one convolution per half,
+``F.layer_norm`` over the channels. In bfloat16 it computes in bfloat16 wherever autocast's reference
+does (every convolution and the router), with autocast turned off and the weights cast per call, and
+returns float32 as the reference does. Same routing, same values within float (or bfloat16) rounding
+(tests/test_seemore_fast.py); everywhere else the reference code runs.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from torch import Tensor, nn
 
 from sisr.errors import SisrError
 from sisr.models._checks import check_int, check_positive, check_rgb
-from sisr.models._fastpath import fast_path_allowed
+from sisr.models._fastpath import fast_path_dtype
 from sisr.models._fused import conv2d, conv2d_binary, fused_convs_available, layer_norm_channels
 
 LrSpace = Literal["linear", "exp", "double"]
@@ -44,18 +47,20 @@ LrSpace = Literal["linear", "exp", "double"]
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
-def _fast(module: nn.Module, x: Tensor) -> bool:
-    """Whether `module`'s fused oneDNN path replaces its reference for input `x`.
+def _fast_dtype(module: nn.Module, x: Tensor) -> torch.dtype | None:
+    """The dtype in which `module`'s fused oneDNN path replaces its reference for input `x`, or None.
 
-    Only in eval mode, in float32 CPU inference (see :func:`fast_path_allowed`), with oneDNN built and
-    enabled (``torch.backends.mkldnn.flags(enabled=False)`` turns it off).
+    Only in eval mode, in float32 or bfloat16 CPU inference (see :func:`fast_path_dtype`), with oneDNN
+    built and enabled (``torch.backends.mkldnn.flags(enabled=False)`` turns it off).
     """
-    return (
-        not module.training
-        and fast_path_allowed(x)
-        and fused_convs_available()
-        and torch.backends.mkldnn.enabled
-    )
+    if module.training or not (fused_convs_available() and torch.backends.mkldnn.enabled):
+        return None
+    return fast_path_dtype(x)
+
+
+def _fast(module: nn.Module, x: Tensor) -> bool:
+    """Whether `module`'s fused oneDNN path replaces its reference for input `x` (see :func:`_fast_dtype`)."""
+    return _fast_dtype(module, x) is not None
 
 
 def _expert_rank(lr_space: LrSpace, index: int) -> int:
@@ -213,7 +218,9 @@ class Router(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        pool, flatten, linear = self.body
+        # The weight in the dtype of x: the bfloat16 fast path runs with autocast off (a no-op elsewhere).
+        return F.linear(flatten(pool(x)), linear.weight.to(x.dtype))
 
 
 class MoELayer(nn.Module):
@@ -475,8 +482,10 @@ class SeemoRe(nn.Module):
         if h < self.min_size or w < self.min_size:
             raise SisrError(f"SeemoRe needs inputs of at least {self.min_size}x{self.min_size}, got {h}x{w}")
         mean = self.mean.to(x.dtype)
-        if _fast(self, x):
-            return self._forward_fused(x, mean)
+        compute = _fast_dtype(self, x)
+        if compute is not None:
+            with torch.autocast("cpu", enabled=False):  # the fast path casts itself
+                return self._forward_fused(x, mean, compute)
         x = (x - mean) * self.img_range
         x = self.conv_1(x)  # (B, D, H, W)
         shallow = x
@@ -486,23 +495,32 @@ class SeemoRe(nn.Module):
         x = self.upsampler(x)  # (B, in_chans, sH, sW)
         return x / self.img_range + mean
 
-    def _forward_fused(self, x: Tensor, mean: Tensor) -> Tensor:
-        """The forward by fused oneDNN calls on channels_last features (fast path; same values)."""
+    def _forward_fused(self, x: Tensor, mean: Tensor, compute: torch.dtype) -> Tensor:
+        """The forward by fused oneDNN calls on channels_last features in `compute` (fast path; same values).
+
+        The output has the dtype of `x` (and its layout), as the reference's has under autocast.
+        """
         channels_last_in = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         layout = torch.channels_last if channels_last_in else torch.contiguous_format
-        x = ((x - mean) * self.img_range).contiguous(memory_format=torch.channels_last)
+        x = ((x - mean) * self.img_range).to(compute).contiguous(memory_format=torch.channels_last)
         x = conv2d(self.conv_1, x)  # (B, D, H, W), channels_last from here on
         shallow = x
         for group in self.body:
             x = group(x)
         x = conv2d_binary(self.conv_2, self.norm(x), shallow, binary="add")
         # "/ img_range + mean" folded into the upsampler's convolution: its output channel j becomes
-        # channel j // scale^2 after the pixel shuffle.
+        # channel j // scale^2 after the pixel shuffle. In bfloat16 only "/ img_range" is: the mean is
+        # added in float32 to the bfloat16 output (promoting it), as autocast's reference does, so that
+        # it is not rounded to bfloat16.
         up = self.upsampler[0]
         weight = up.weight / self.img_range
-        bias = mean.reshape(-1).repeat_interleave(self.scale * self.scale)
-        bias = bias if up.bias is None else up.bias / self.img_range + bias
+        bias = None if up.bias is None else up.bias / self.img_range
+        per_channel = mean.reshape(-1).repeat_interleave(self.scale * self.scale)
+        if compute == mean.dtype:
+            bias = per_channel if bias is None else bias + per_channel
         x = conv2d(up, x, weight=weight, bias=bias)  # (B, scale^2 * in_chans, H, W)
+        if compute != mean.dtype:
+            x = x + per_channel[:, None, None]
         x = self.upsampler[1](x)  # (B, in_chans, sH, sW)
         # The reference's output follows the input's layout; so does this one.
         return x.contiguous(memory_format=layout)

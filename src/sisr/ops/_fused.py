@@ -71,16 +71,21 @@ def available() -> bool:
     return _kernel() is not None
 
 
-def inference_kernel(op: str, x: Tensor, *others: Tensor | None) -> ModuleType | None:
+def inference_kernel(
+    op: str,
+    x: Tensor,
+    *others: Tensor | None,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
+) -> ModuleType | None:
     """The compiled kernel, for one of its inference-only ops (no backward) on input `x` and the other
-    tensor arguments: None unless the kernel is built and has `op`, `x` is a float32/float64 CPU
-    tensor and no gradient is wanted for any of them (the caller then runs the op's reference)."""
+    tensor arguments: None unless the kernel is built and has `op`, `x` is a CPU tensor of one of `dtypes`
+    and no gradient is wanted for any of them (the caller then runs the op's reference)."""
     kernel = _kernel()
     if kernel is None or not hasattr(kernel, op):
         return None
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *others)):
         return None
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+    if x.device.type != "cpu" or x.dtype not in dtypes:
         return None
     return kernel
 

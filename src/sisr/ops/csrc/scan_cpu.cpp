@@ -35,8 +35,9 @@
 //   the gradients of u, delta, B, C, z are rounded to S once, at the end. For S == T nothing is converted
 //   and the float32/float64 code paths are exactly those of the single-type kernel.
 //
-// Two inference-only helpers of MMA's fast path sit at the end: Mamba's short conv1d with its SiLU
-// (conv1d_silu) and the FFN's depthwise 3x3 conv with its GELU gate (gated_dwconv3x3).
+// Three inference-only helpers of the networks' fast paths sit at the end: Mamba's short conv1d with its
+// SiLU (conv1d_silu) and the FFN's depthwise 3x3 conv with its GELU gate (gated_dwconv3x3) for MMA, and
+// a layer norm over short contiguous rows (layer_norm_rows) for SeemoRe.
 //
 // This file is compiled once per instruction set (generic, AVX2, AVX-512) into separate Python
 // modules; sisr.ops._fused picks the best one the CPU supports.
@@ -1122,6 +1123,75 @@ Tensor gated_dwconv3x3(const Tensor& x_in, const Tensor& weight_in, const std::o
   return out;
 }
 
+// Layer norm over the last dimension of a contiguous (rows, C) tensor: SeemoRe's LayerNorm2d on the
+// (B, H, W, C) view of its channels_last features, where C is small (36 or 48) and ATen's row kernel
+// spends most of its time on per-row overhead. Per row, in float whatever the storage type S (float or
+// bfloat16): the mean, then the variance of the centred values (two passes over the row, which stays in
+// L1), then (x - mean) * rstd * weight + bias, rounded to S once. bfloat16 is converted 64 rows at a time
+// (one vectorised call over a contiguous block; per row, a 36-wide row would leave a scalar tail).
+template <typename S>
+void layer_norm_rows_impl(const S* xp, const float* wp, const float* bp, float eps, int64_t rows, int64_t C,
+                          S* op) {
+  using Vec = Vectorized<float>;
+  constexpr int64_t V = Vec::size();
+  constexpr int64_t kBlock = 64;  // rows converted from and to S in one vectorised call
+  const int64_t full = C / V * V;
+  at::parallel_for(0, rows, kBlock, [&](int64_t r0, int64_t r1) {
+    std::vector<float> scratch(std::is_same_v<S, float> ? 0 : 2 * kBlock * C);
+    for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+      const int64_t n = std::min(kBlock, r1 - b0);
+      // The block of rows as float, and where its float result goes (S == float: in and out directly).
+      const float* xb = as_compute<float>(xp + b0 * C, n * C, scratch.data());
+      float* yb = std::is_same_v<S, float> ? reinterpret_cast<float*>(op + b0 * C) : scratch.data() + kBlock * C;
+      for (int64_t r = 0; r < n; ++r) {
+        const float* x = xb + r * C;
+        float* y = yb + r * C;
+        Vec vsum(0.0f);
+        for (int64_t i = 0; i < full; i += V) vsum = vsum + Vec::loadu(x + i);
+        float sum = hsum(vsum);
+        for (int64_t i = full; i < C; ++i) sum += x[i];
+        const float mean = sum / float(C);
+        Vec vsq(0.0f);
+        for (int64_t i = 0; i < full; i += V) {
+          const Vec d = Vec::loadu(x + i) - Vec(mean);
+          vsq = at::vec::fmadd(d, d, vsq);
+        }
+        float sq = hsum(vsq);
+        for (int64_t i = full; i < C; ++i) sq += (x[i] - mean) * (x[i] - mean);
+        const float rstd = 1.0f / std::sqrt(sq / float(C) + eps);
+        for (int64_t i = 0; i < full; i += V) {
+          const Vec normed = (Vec::loadu(x + i) - Vec(mean)) * Vec(rstd);
+          at::vec::fmadd(normed, Vec::loadu(wp + i), Vec::loadu(bp + i)).store(y + i);
+        }
+        for (int64_t i = full; i < C; ++i) y[i] = (x[i] - mean) * rstd * wp[i] + bp[i];
+      }
+      if constexpr (!std::is_same_v<S, float>) at::vec::convert(yb, op + b0 * C, n * C);
+    }
+  });
+}
+
+Tensor layer_norm_rows(const Tensor& x, const Tensor& weight_in, const Tensor& bias_in, double eps) {
+  TORCH_CHECK(x.device().is_cpu(), "layer_norm_rows: x must be on the CPU");
+  TORCH_CHECK(x.is_contiguous() && x.dim() >= 1, "layer_norm_rows: x must be contiguous");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "layer_norm_rows: x must be float32 or bfloat16, got ", x.scalar_type());
+  const int64_t C = x.size(-1);
+  TORCH_CHECK(weight_in.numel() == C && bias_in.numel() == C, "layer_norm_rows: weight and bias must be (C,)");
+  const Tensor weight = weight_in.to(at::kFloat).contiguous();
+  const Tensor bias = bias_in.to(at::kFloat).contiguous();
+  Tensor out = at::empty_like(x);
+  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const float* wp = weight.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  if (x.scalar_type() == at::kFloat) {
+    layer_norm_rows_impl<float>(x.data_ptr<float>(), wp, bp, float(eps), rows, C, out.data_ptr<float>());
+  } else {
+    layer_norm_rows_impl<at::BFloat16>(x.data_ptr<at::BFloat16>(), wp, bp, float(eps), rows, C,
+                                       out.data_ptr<at::BFloat16>());
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1137,5 +1207,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gated_dwconv3x3", &gated_dwconv3x3,
         "gelu(dw3x3(x)[:, :C]) * dw3x3(x)[:, C:] for a depthwise 3x3 conv with zero padding (inference)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("input_bias"));
+  m.def("layer_norm_rows", &layer_norm_rows,
+        "layer norm over the last dimension of a contiguous float32/bfloat16 tensor (inference)", py::arg("x"),
+        py::arg("weight"), py::arg("bias"), py::arg("eps"));
   m.def("lanes", [] { return Vectorized<float>::size(); }, "float lanes of the compiled vector type");
 }
