@@ -21,19 +21,29 @@ same layers, in other spellings that agree with the reference within float round
 - The upsampler's convs write their channels in pixel-shuffle order, which makes the shuffle a copy
   of contiguous runs.
 
+Under CPU autocast to bf16 (``--precision bf16``), on a CPU where oneDNN has bf16 kernels, MMA runs the
+same fast path with autocast turned off, its features in float32, and only its matrix products (the
+Mamba mixer's projections and the FFN's ``project_in``/``project_out``, most of its time) in bf16: their
+operands are rounded to bf16 as autocast would, the products accumulate in float32 and return float32.
+The convolutions, the norms, the gate kernel and the scan stay float32, where autocast's reference
+would round them too.
+
 Nothing is cached: every call reads the current weights.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sisr.models._checks import check_int, check_positive, check_rgb
-from sisr.models._fastpath import fast_path_allowed
+from sisr.models._fastpath import fast_path_allowed, fast_path_dtype
 from sisr.models._fused import conv2d, conv_shuffle_conv, fused_convs_available
 from sisr.models._pointwise import PointwiseConv2d
 from sisr.ops import (
@@ -52,6 +62,37 @@ def _fast(x: Tensor) -> bool:
     return fast_path_allowed(x) and fused_convs_available()
 
 
+def _fast_bf16(x: Tensor) -> bool:
+    """Whether the fast path runs for float32 `x` with its matrix products in bf16 (CPU autocast to bf16)."""
+    return x.dtype == torch.float32 and fast_path_dtype(x) == torch.bfloat16 and fused_convs_available()
+
+
+# The dtype of the fast path's matrix products: None (float32) or torch.bfloat16 (see the docstring).
+_PRODUCTS: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("mma_products", default=None)
+
+
+@contextlib.contextmanager
+def _bf16_products() -> Iterator[None]:
+    """Autocast off, and the fast path's matrix products in bf16, within this block."""
+    token = _PRODUCTS.set(torch.bfloat16)
+    try:
+        with torch.autocast("cpu", enabled=False):
+            yield
+    finally:
+        _PRODUCTS.reset(token)
+
+
+def _operand(t: Tensor) -> Tensor:
+    """`t` in the products' dtype (itself in float32)."""
+    dtype = _PRODUCTS.get()
+    return t if dtype is None else t.to(dtype)
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for matrices, as a new float32 tensor (in bf16 under :func:`_bf16_products`)."""
+    return torch.mm(_operand(a), _operand(b)).float()
+
+
 def _matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` with one of them a matrix and the other a batch (B, m, n), as a new contiguous tensor.
 
@@ -59,10 +100,11 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
     ``torch.matmul`` would copy a batch of them first.
     """
     batch = (a if a.dim() == 3 else b).shape[0]
+    a, b = _operand(a), _operand(b)
     out = a.new_empty(batch, a.shape[-2], b.shape[-1])
     for i in range(batch):
         torch.mm(a[i] if a.dim() == 3 else a, b[i] if b.dim() == 3 else b, out=out[i])
-    return out
+    return out.float()
 
 
 def _linear(a: Tensor, b: Tensor) -> Tensor:
@@ -74,17 +116,21 @@ def _linear(a: Tensor, b: Tensor) -> Tensor:
     whole path is timed by ``benchmarks/latency.py``).
     """
     batch = (a if a.dim() == 3 else b).shape[0]
+    a, b = _operand(a), _operand(b)
     rows = [
         torch.ops.mkldnn._linear_pointwise(
             a[i] if a.dim() == 3 else a, b[i] if b.dim() == 3 else b, None, "none", [], ""
         )
         for i in range(batch)
     ]
-    return torch.stack(rows) if batch > 1 else rows[0].unsqueeze(0)
+    return (torch.stack(rows) if batch > 1 else rows[0].unsqueeze(0)).float()
 
 
-def _affine(a: Tensor, b: Tensor, bias: Tensor | None, *, out: Tensor | None = None) -> Tensor:
-    """``a @ b + bias`` (`bias` broadcast over the rows) by BLAS, into `out` if given."""
+def _affine(a: Tensor, b: Tensor, bias: Tensor | None, *, out: Tensor) -> Tensor:
+    """``a @ b + bias`` (`bias` broadcast over the rows) by BLAS, into float32 `out`."""
+    if _PRODUCTS.get() is not None:  # a product in the products' dtype, then rounded into `out`
+        product = _mm(a, b)
+        return out.copy_(product if bias is None else product.add_(bias))
     if bias is None:
         return torch.mm(a, b, out=out)
     return torch.addmm(bias, a, b, out=out)
@@ -161,7 +207,7 @@ class FeedForward(nn.Module):
             out = x.new_empty(batch, height, width, channels)
             for i in range(batch):
                 tokens = x[i].permute(1, 2, 0).reshape(height * width, channels)  # a view if channels-last
-                hidden = torch.mm(w_in, tokens.t()).view(1, -1, height, width)
+                hidden = _mm(w_in, tokens.t()).view(1, -1, height, width)
                 gated = gated_dwconv3x3(hidden, self.dwconv.weight, self.dwconv.bias, input_bias=b_in)
                 _affine(gated.view(-1, height * width).t(), w_out.t(), b_out, out=out[i].view(-1, channels))
             return out.permute(0, 3, 1, 2)
@@ -419,6 +465,9 @@ class MMA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps (B, C, H, W) in [0, 1] to (B, C, upscale*H, upscale*W)."""
+        if _fast_bf16(x):  # CPU autocast to bf16: the fast path, its matrix products in bf16
+            with _bf16_products():
+                return self.forward(x)
         fast = _fast(x)
         if fast:  # channels_last features from here to the output
             x = x.contiguous(memory_format=torch.channels_last)
