@@ -229,6 +229,8 @@ def test_public_names() -> None:
         "fused_available",
         "gated_dwconv3x3",
         "gated_dwconv3x3_ref",
+        "layer_norm_rows",
+        "layer_norm_rows_ref",
         "selective_scan",
         "selective_scan_bidirectional",
         "selective_scan_bidirectional_ref",
