@@ -1,10 +1,10 @@
 """One switch for the networks' fast inference paths.
 
 A fast path (a fused CPU kernel, another memory layout) sits beside the plain PyTorch spelling it replaces,
-its reference, and runs only where :func:`fast_path_allowed` says so: float32 CPU inference with autograd
-off, outside ONNX export and autocast. :func:`fast_path_dtype` also admits bfloat16 for the paths that
-compute in it (SeemoRe's): a bfloat16 input, or a float32 one under CPU autocast to bfloat16, on a CPU
-where oneDNN computes in bfloat16. Everywhere else (training, LAM's input gradients, CUDA, the meta
+its reference, and runs only where :func:`fast_path_allowed` says so: float32 CPU inference with autograd off,
+outside ONNX export and autocast. :func:`fast_path_dtype` also admits bfloat16 for the paths that compute in
+it (SeemoRe's, and MMA's matrix products): a bfloat16 input, or a float32 one under CPU autocast to bfloat16,
+on a CPU where oneDNN computes in bfloat16. Everywhere else (training, LAM's input gradients, CUDA, the meta
 device of ``sisr profile``, export) the reference runs, so that those keep their exact semantics.
 :func:`reference_paths` forces the reference for a block of code: tests compare the two with it, and the
 benchmarks time the reference as "plain PyTorch".

@@ -145,10 +145,11 @@ def conv2d_add_(
 
 
 def layer_norm_channels(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """Layer norm over the channels of (B, C, H, W) `x` by ``F.layer_norm`` on its (B, H, W, C) view.
+    """Layer norm over the channels of (B, C, H, W) `x` by :func:`sisr.ops.layer_norm_rows` on its
+    (B, H, W, C) view.
 
-    For a channels_last `x` the view is contiguous, so this is one pass without copies (by the compiled
-    kernel of :func:`sisr.ops.layer_norm_rows` where it is built), and the result is channels_last again.
+    For a channels_last `x` the view is contiguous, so this is one pass without copies (the compiled
+    kernel where it is built, else ``F.layer_norm``), and the result is channels_last again.
     """
     y = layer_norm_rows(x.permute(0, 2, 3, 1), weight, bias, eps)  # (B, H, W, C)
     return y.permute(0, 3, 1, 2)

@@ -97,7 +97,8 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` with one of them a matrix and the other a batch (B, m, n), as a new contiguous tensor.
 
     One ``mm`` per batch element: BLAS reads a transposed (column-major) operand in place, where
-    ``torch.matmul`` would copy a batch of them first.
+    ``torch.matmul`` would copy a batch of them first. float32 out (bf16 operands under
+    :func:`_bf16_products`).
     """
     batch = (a if a.dim() == 3 else b).shape[0]
     a, b = _operand(a), _operand(b)
@@ -109,7 +110,8 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
 
 def _linear(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b.T`` by oneDNN (``mkldnn._linear_pointwise``), with one of them a matrix and the other a
-    batch (B, m, k) or (B, n, k), as a new contiguous (B, m, n) tensor.
+    batch (B, m, k) or (B, n, k), as a new contiguous float32 (B, m, n) tensor (bf16 operands under
+    :func:`_bf16_products`).
 
     For the thin products of the Mamba mixer (48-384 channels against thousands of positions) oneDNN
     was faster than MKL's sgemm on the same operands on an AVX2 AMD EPYC (ad-hoc comparisons; the

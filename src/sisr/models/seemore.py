@@ -18,14 +18,14 @@ Differences to the official code (outputs are unchanged wherever the official co
   ``"exp"``, see :data:`VARIANTS`.
 * The RGB mean is a non-persistent buffer, so it follows ``.to()`` without entering the state dict.
 
-Fast path: in CPU inference (eval mode, autograd off, see :mod:`sisr.models._fastpath`) in float32, or
-in bfloat16 under CPU autocast to it, the blocks run their ``fused`` methods instead: channels_last
-features, oneDNN convolutions with the GELU, the gating product and the residual add fused in
-(:mod:`sisr.models._fused`), the convolutions feeding a ``chunk`` split into one convolution per half,
-``F.layer_norm`` over the channels. In bfloat16 it computes in bfloat16 wherever autocast's reference
-does (every convolution and the router), with autocast turned off and the weights cast per call, and
-returns float32 as the reference does. Same routing, same values within float (or bfloat16) rounding
-(tests/test_seemore_fast.py); everywhere else the reference code runs.
+Fast path: in CPU inference (eval mode, autograd off, see :mod:`sisr.models._fastpath`) in float32, or in
+bfloat16 under CPU autocast to it, the blocks run their ``fused`` methods instead: channels_last features,
+oneDNN convolutions with the GELU, the gating product and the residual add fused in
+(:mod:`sisr.models._fused`), the convolutions feeding a ``chunk`` split into one convolution per half, a layer
+norm over the channels by the compiled kernel of :func:`sisr.ops.layer_norm_rows`. In bfloat16 it computes in
+bfloat16 wherever autocast's reference does (every convolution and the router), with autocast turned off and
+the weights cast per call, and returns float32 as the reference does. Same routing, same values within float
+(or bfloat16) rounding (tests/test_seemore_fast.py); everywhere else the reference code runs.
 """
 
 from __future__ import annotations
