@@ -19,7 +19,7 @@ from PIL import Image
 from skimage import data
 
 from sisr.checkpoint import load_model, save_checkpoint
-from sisr.cli import run_command
+from sisr.cli import main, run_command
 from sisr.config import LossConfig, OptimConfig, SchedulerConfig, from_dict, load_config
 from sisr.errors import SisrError
 from sisr.models import build
@@ -341,6 +341,35 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(images: Path, t
     assert [r["iter"] for r in _records(tmp_path / "parts")] == [4, 6, 8, 12]
 
 
+def test_a_time_limit_stops_with_a_checkpoint_that_resumes_exactly(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(images, tmp_path / "whole", network=SEEMORE)  # checkpoints at 12 only
+    path = _write(tmp_path / "c.yml", cfg)
+    assert _run_cli(["train", str(path)]) == 0
+    whole = torch.load(tmp_path / "whole" / "models" / "net_g_12.pth", weights_only=True)
+
+    # A limit that has run out after the first iteration: the run stops there, with a checkpoint.
+    exp = tmp_path / "parts"
+    assert _run_cli(["train", str(path), f"path.experiments_root={exp}", "--time-limit", "1e-9"]) == 0
+    assert "time limit of 0m00s reached after iteration 1 of 12" in capsys.readouterr().out
+    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_1.pth", "net_g_latest.pth"]
+    assert torch.load(exp / "models" / "net_g_latest.pth", weights_only=True)["step"] == 1
+    # A limit that does not run out changes nothing; the resumed run is the uninterrupted one, bit for bit.
+    result = train(load_config(path, [f"path.experiments_root={exp}"])[0], resume=True, time_limit=3600.0)
+    assert result.step == 12
+    parts = torch.load(exp / "models" / "net_g_12.pth", weights_only=True)
+    for key in ("params", "params_ema"):
+        for name, tensor in whole[key].items():
+            assert torch.equal(tensor, parts[key][name]), (key, name)
+
+    for bad in ("0", "-1", "nan", "soon"):
+        assert main(["train", str(path), "--time-limit", bad]) == 2  # argparse's usage error
+        assert "--time-limit: " in capsys.readouterr().err
+    with pytest.raises(SisrError, match="the time limit must be a positive number of seconds, got 0"):
+        train(load_config(path)[0], time_limit=0)
+
+
 @pytest.mark.slow
 def test_resume_with_degradations_on_reaches_the_same_weights(images: Path, tmp_path: Path) -> None:
     cfg = _config(images, tmp_path / "whole", network=SEEMORE, train={"total_iter": 6})
@@ -643,7 +672,7 @@ _WORKER = textwrap.dedent(
             return _original(path, *args, **kwargs)
         setattr(T, name, spy)
     config, _ = load_config(sys.argv[1])
-    result = T.train(config)
+    result = T.train(config, time_limit=float(sys.argv[3]) if len(sys.argv) > 3 else None)
     rank = os.environ["RANK"]
     torch.save(
         {"params": result.model.state_dict(), "ema": result.ema.state_dict(), "writes": writes},
@@ -659,14 +688,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_ddp_keeps_ranks_identical_and_only_rank0_writes(images: Path, tmp_path: Path) -> None:
-    exp = tmp_path / "exp"
-    val = {"val_freq": 6, "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2}}}
-    cfg = _config(images, exp, network=SEEMORE, train={"total_iter": 6}, val=val)
-    cfg["logger"] = {"print_freq": 3, "save_checkpoint_freq": 6}
-    path = _write(tmp_path / "c.yml", cfg)
-    worker = tmp_path / "worker.py"
+def _torchrun_worker(path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Runs _WORKER in two processes on CPU (Gloo): it trains `path` and saves each rank's result in `out`."""
+    worker = out / "worker.py"
     worker.write_text(_WORKER)
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
@@ -678,7 +702,8 @@ def test_two_process_ddp_keeps_ranks_identical_and_only_rank0_writes(images: Pat
             f"--master_port={_free_port()}",
             str(worker),
             str(path),
-            str(tmp_path),
+            str(out),
+            *extra,
         ],
         env=env,
         capture_output=True,
@@ -686,6 +711,17 @@ def test_two_process_ddp_keeps_ranks_identical_and_only_rank0_writes(images: Pat
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_ranks_identical_and_only_rank0_writes(images: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    val = {"val_freq": 6, "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2}}}
+    cfg = _config(images, exp, network=SEEMORE, train={"total_iter": 6}, val=val)
+    cfg["logger"] = {"print_freq": 3, "save_checkpoint_freq": 6}
+    path = _write(tmp_path / "c.yml", cfg)
+    proc = _torchrun_worker(path, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for key in ("params", "ema"):
         for name, tensor in ranks[0][key].items():
@@ -717,3 +753,24 @@ def test_two_process_ddp_keeps_ranks_identical_and_only_rank0_writes(images: Pat
     # The weights moved: the run trained (rather than e.g. every rank skipping its steps).
     fresh = build("seemore", {**{k: v for k, v in SEEMORE.items() if k != "type"}, "scale": 2})
     assert any(not torch.equal(v, ranks[0]["params"][k]) for k, v in fresh.state_dict().items())
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_at_a_time_limit(images: Path, tmp_path: Path) -> None:
+    # Checked at the progress lines, rank 0 deciding: both ranks stop after iteration 3 of 12 (no hang,
+    # the same weights), and rank 0 alone writes that iteration's checkpoint.
+    exp = tmp_path / "exp"
+    cfg = _config(images, exp, network=SEEMORE)
+    cfg["logger"] = {"print_freq": 3, "save_checkpoint_freq": 12}
+    proc = _torchrun_worker(_write(tmp_path / "c.yml", cfg), tmp_path, "1e-9")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name, tensor in ranks[0]["params"].items():
+        assert torch.equal(tensor, ranks[1]["params"][name]), name
+    assert ranks[1]["writes"] == []
+    assert sorted(Path(p).name for p in ranks[0]["writes"]) == [
+        "config.yml",
+        "net_g_3.pth",
+        "net_g_latest.pth",
+    ]
+    assert torch.load(exp / "models" / "net_g_latest.pth", weights_only=True)["step"] == 3
+    assert proc.stdout.count("reached after iteration 3 of 12") == 1

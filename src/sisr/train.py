@@ -519,8 +519,9 @@ def train(
     resume: str | os.PathLike[str] | bool | None = None,
     device: str | None = None,
     deterministic: bool = False,
+    time_limit: float | None = None,
 ) -> TrainResult:
-    """Trains the network of ``config`` until ``train.total_iter``.
+    """Trains the network of ``config`` until ``train.total_iter``, or until `time_limit` runs out.
 
     Args:
         config: A loaded config (:func:`sisr.config.load_config`).
@@ -529,6 +530,10 @@ def train(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (:func:`sisr.runtime.resolve_device`);
             None picks the process's GPU if there is one.
         deterministic: Also call ``torch.use_deterministic_algorithms(True)`` (slower on GPUs).
+        time_limit: Seconds of training loop (setup excluded) after which the run stops at the end of
+            the current iteration, with a checkpoint there that ``resume`` continues bit for bit; under
+            ``torchrun`` it is checked at the progress lines (every ``logger.print_freq`` iterations)
+            and rank 0's clock decides for every rank. None: no limit.
 
     Returns:
         The trained network (unwrapped), its EMA copy and the iteration reached.
@@ -537,9 +542,13 @@ def train(
         SisrError: On a config that cannot train, a device this machine lacks, unreadable data or
             checkpoints, or a loss or weights that turn non-finite (naming the iteration).
     """
+    if time_limit is not None and not 0 < time_limit < math.inf:
+        raise SisrError(f"the time limit must be a positive number of seconds, got {time_limit}")
     world = init_distributed()
     try:
-        return _train(config, world, resume=resume, device=device, deterministic=deterministic)
+        return _train(
+            config, world, resume=resume, device=device, deterministic=deterministic, time_limit=time_limit
+        )
     finally:
         if world.enabled and dist.is_initialized():
             dist.destroy_process_group()
@@ -552,6 +561,7 @@ def _train(
     resume: str | os.PathLike[str] | bool | None,
     device: str | None,
     deterministic: bool,
+    time_limit: float | None,
 ) -> TrainResult:
     # --- Setup: check the config, decide where things go, seed. -------------------------------------
     # Nothing is written until everything a run needs has been checked and loaded (the network, the
@@ -713,7 +723,17 @@ def _train(
         )
         atomic_write(models_dir / "net_g_latest.pth", lambda tmp: shutil.copyfile(path, tmp))
 
+    def out_of_time() -> bool:
+        assert time_limit is not None
+        over = time.perf_counter() - loop_start >= time_limit
+        if world.enabled:  # rank 0's clock decides, so that every rank stops after the same iteration
+            flag = torch.tensor(float(over), device=dev)
+            dist.broadcast(flag, src=0)
+            over = bool(flag)
+        return over
+
     # --- The loop. ----------------------------------------------------------------------------------
+    loop_start = time.perf_counter()
     net.train()
     window: dict[str, Tensor] = {}  # sums over the iterations since the last progress line
     window_start, window_steps = time.perf_counter(), 0
@@ -786,8 +806,19 @@ def _train(
                     log.line(f"  val {set_name}: " + " ".join(f"{k} {v:.4f}" for k, v in values.items()))
                 log.record(step, val=scores)
 
-        if step % config.logger.save_checkpoint_freq == 0 or step == opt.total_iter:
+        saved = step % config.logger.save_checkpoint_freq == 0 or step == opt.total_iter
+        if saved:
             save(step)
+        # Checked every iteration in one process, and at progress lines only under torchrun (a broadcast).
+        check_time = time_limit is not None and step < opt.total_iter
+        if check_time and (not world.enabled or step % config.logger.print_freq == 0) and out_of_time():
+            if not saved:
+                save(step)
+            log.line(
+                f"time limit of {_format_duration(time_limit)} reached after iteration {step} of "
+                f"{opt.total_iter}: stopped with a checkpoint there (--resume continues)"
+            )
+            break
 
     log.close()
     return TrainResult(model=model, ema=None if ema is None else ema.module, step=step, experiment_dir=root)

@@ -24,6 +24,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0, for argparse's ``type=``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def add_precision_argument(p: argparse.ArgumentParser) -> None:
     """``--precision fp32|bf16|fp16``, checked for the device and architecture by :mod:`sisr.precision`."""
     from sisr.precision import PRECISIONS

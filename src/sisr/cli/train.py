@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sisr.cli._config import add_config_arguments, load, parse_args
+from sisr.cli.argtypes import positive_float
 
 __all__ = ["add_arguments", "parse_args", "run"]
 
@@ -29,6 +30,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU if any)")
     p.add_argument("--deterministic", action="store_true", help="use torch's deterministic algorithms only")
+    p.add_argument(
+        "--time-limit",
+        type=positive_float,
+        default=None,
+        metavar="MINUTES",
+        help="stop after the first iteration that ends this many minutes into the loop, with a checkpoint "
+        "there (--resume continues)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from sisr.train import train
 
     config = load(args.config, overrides)
-    train(config, resume=resume, device=args.device, deterministic=args.deterministic)
+    time_limit = None if args.time_limit is None else 60.0 * args.time_limit
+    train(config, resume=resume, device=args.device, deterministic=args.deterministic, time_limit=time_limit)
     return 0
