@@ -55,9 +55,9 @@ def _cpu_has_native_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX)."""
     from sisr.runtime import cpu_info
 
-    flags = cpu_info().flags
-    if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    info = cpu_info()
+    if info.flags:
+        return info.native_bf16
     import torch
 
     # No /proc/cpuinfo flags (not Linux): oneDNN's own check (true on AVX512-BF16/AMX CPUs).

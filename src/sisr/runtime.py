@@ -99,6 +99,11 @@ class CpuInfo:
     model: str
     flags: frozenset[str]
 
+    @property
+    def native_bf16(self) -> bool:
+        """Whether the flags say the CPU does bf16 arithmetic natively (AVX512-BF16 or AMX)."""
+        return bool(self.flags & {"avx512_bf16", "amx_bf16"})
+
     def describe(self) -> str:
         """The CPU for a benchmark table, e.g. ``AMD EPYC (family 25 model 17; AVX-512, native bf16)``."""
         features = []
@@ -106,7 +111,7 @@ class CpuInfo:
             features.append("AVX-512")
         elif "avx2" in self.flags:
             features.append("AVX2, no AVX-512")
-        if self.flags & {"avx512_bf16", "amx_bf16"}:
+        if self.native_bf16:
             features.append("native bf16" + (" (AMX)" if "amx_bf16" in self.flags else ""))
         elif self.flags:
             features.append("no native bf16")

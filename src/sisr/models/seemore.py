@@ -516,10 +516,11 @@ class SeemoRe(nn.Module):
         weight = up.weight / self.img_range
         bias = None if up.bias is None else up.bias / self.img_range
         per_channel = mean.reshape(-1).repeat_interleave(self.scale * self.scale)
-        if compute == mean.dtype:
+        fold_mean = compute == mean.dtype
+        if fold_mean:
             bias = per_channel if bias is None else bias + per_channel
         x = conv2d(up, x, weight=weight, bias=bias)  # (B, scale^2 * in_chans, H, W)
-        if compute != mean.dtype:
+        if not fold_mean:
             x = x + per_channel[:, None, None]
         x = self.upsampler[1](x)  # (B, in_chans, sH, sW)
         # The reference's output follows the input's layout; so does this one.
