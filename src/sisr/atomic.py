@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,14 +28,22 @@ def new_temporary(path: str | os.PathLike[str], *, folder: str | os.PathLike[str
     Raises:
         OSError: The file cannot be created.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.sisr-{_HOST}-{os.getpid()}-",
-        suffix=".tmp",
-        dir=path.parent if folder is None else folder,
-    )
-    os.close(fd)
+    tmp = _temporary_name(path, folder=folder)
+    _create(tmp)
     return tmp
+
+
+def _temporary_name(path: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None) -> str:
+    """A new temporary name for `path` (no file is made): this process's id and a random token, so no
+    other writer uses it."""
+    path = Path(path)
+    name = f".{path.name}.sisr-{_HOST}-{os.getpid()}-{secrets.token_hex(6)}.tmp"
+    return str((path.parent if folder is None else Path(folder)) / name)
+
+
+def _create(tmp: str) -> None:
+    """Creates the empty file `tmp`, readable and writable by its owner only (as mkstemp does)."""
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 # Folders this process has cleaned already.
@@ -47,7 +55,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
 
     The temporary file sits beside ``path`` (same file system, so the rename is atomic) under the hidden
     name ``.{name}.sisr-{host}-{pid}-{random}.tmp``; it is flushed to disk before the rename, gets the usual
-    permissions (mkstemp makes it 0600), and is removed on any failure or interruption (a SIGTERM that
+    permissions (it is created 0600), and is removed on any failure or interruption (a SIGTERM that
     the caller turns into an exception included), so no partial file ever appears. A process killed
     outright (SIGKILL, power loss) cannot remove its file: the first call of a process that writes into
     the folder removes every such file whose process is gone (:func:`remove_stale_temporaries`; once per
@@ -64,8 +72,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     if folder not in _SWEPT:
         remove_stale_temporaries(folder)
         _SWEPT.add(folder)
-    tmp = new_temporary(path)
+    # The name first, the file inside the try: an exception raised by a signal at any moment after the
+    # file exists (even before new_temporary would have returned its name) still removes it.
+    tmp = _temporary_name(path)
     try:
+        _create(tmp)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
