@@ -60,6 +60,18 @@ Usage (about 20 minutes on one core with the defaults; 210 MB of .deb files, 430
 makes the LR images in N processes:
 
     python scripts/build_trainset.py --work /tmp/trainset-work --out datasets/trainset2 --workers 2
+
+**Carrying it elsewhere** (a GPU machine that reaches no package registry). ``--pack BUILT --out PACK``
+writes the kept photographs of a built set (its ``hr/<stem>.png``, not the ``_scale`` copies) as
+``PACK/<stem>.jpg``, JPEG at ``--quality`` (default 95) with no chroma subsampling, beside its
+``manifest.json`` (with a ``packed`` entry) and ``licenses/``: 31 MiB for the default set, against
+229 MB of PNG. ``--from-photos PACK --out OUT`` then runs steps 4 to 7 from the pack, with no download
+(so it may run in CI): the ``_scale`` copies, the sub-images, the LR images, the ranking by difficulty
+(in ``--workers`` processes too) and the manifest, whose description says that the photographs went
+through the pack's JPEG. That set differs from the original by the pack's compression only:
+
+    python scripts/build_trainset.py --pack datasets/trainset2 --out datasets/trainset2-photos
+    python scripts/build_trainset.py --from-photos datasets/trainset2-photos --out OUT --workers 12
 """
 
 from __future__ import annotations
@@ -74,6 +86,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -90,6 +103,10 @@ DEFAULT_PACKAGES = (
 # shrinking packs more detail into each pixel, closer to the photographs users upscale.
 DEFAULT_SCALES = (0.75, 0.5)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+DESCRIPTION = "sisr default-model training set: photographs from Debian wallpaper packages"
+# --pack's JPEG quality (4:4:4): the 36 photographs of the default packages take 31 MiB, which fits in
+# what the device tool carries beside the repository (64 MiB in all); as PNG they take 229 MB.
+PACK_QUALITY = 95
 
 # Thresholds of :func:`classify` (see the module docstring).
 MAX_FLAT_FRACTION = 0.30
@@ -613,8 +630,6 @@ def build(
     Returns:
         The manifest, also written to ``out/manifest.json``.
     """
-    from sisr.prepare import extract_subimages, make_lr
-
     unpacked = download_packages(packages, work)
     hr_dir = out / "hr"
     for sub in ("hr", "hr_sub", "lr_sub"):
@@ -664,13 +679,9 @@ def build(
     # Contact sheets, to check the photograph / illustration split by eye.
     contact_sheet(thumbs[True]).save(out / "contact_kept.png")
     contact_sheet(thumbs[False]).save(out / "contact_dropped.png")
-    sub = extract_subimages(hr_dir, out / "hr_sub", crop_size=crop_size, step=step, workers=workers)
-    lr = make_lr(out / "hr_sub", out / "lr_sub", [2, 3, 4], workers=workers)
-    hard = hard_subimages(out / "hr_sub", out / "lr_sub" / "X4", scale=4, fraction=hard_fraction)
-    write_meta_info(out / "meta_info_hard.txt", [n for n, _ in hard], crop_size)
     kept = [r for r in records if r.kept]
     manifest: dict[str, object] = {
-        "description": "sisr default-model training set: photographs from Debian wallpaper packages",
+        "description": DESCRIPTION,
         "script": "scripts/build_trainset.py",
         "packages": {p.name: p.version for p in unpacked},
         "max_short_side": max_short_side,
@@ -679,16 +690,139 @@ def build(
         "step": step,
         "kept": len(kept),
         "dropped": len(records) - len(kept),
+        **subimages_and_lr(out, crop_size=crop_size, step=step, hard_fraction=hard_fraction, workers=workers),
+        "licenses": sorted({r.licensing.license for r in kept if r.licensing is not None}),
+        "images": [asdict(r) for r in records],
+    }
+    _write_manifest(out / "manifest.json", manifest)
+    return manifest
+
+
+def subimages_and_lr(
+    out: Path, *, crop_size: int, step: int, hard_fraction: float, workers: int
+) -> dict[str, object]:
+    """Steps 5 and 6 on ``out/hr``: ``hr_sub``, ``lr_sub/X2..X4`` and ``meta_info_hard.txt``.
+
+    Returns:
+        The manifest's entries for them: ``subimages``, ``hard_fraction``, ``hard_subimages``,
+        ``hard_max_bicubic_psnr_x4`` and ``lr_images``.
+    """
+    from sisr.prepare import extract_subimages, make_lr
+
+    sub = extract_subimages(out / "hr", out / "hr_sub", crop_size=crop_size, step=step, workers=workers)
+    lr = make_lr(out / "hr_sub", out / "lr_sub", [2, 3, 4], workers=workers)
+    hard = hard_subimages(
+        out / "hr_sub", out / "lr_sub" / "X4", scale=4, fraction=hard_fraction, workers=workers
+    )
+    write_meta_info(out / "meta_info_hard.txt", [n for n, _ in hard], crop_size)
+    return {
         "subimages": sub.written,
         "hard_fraction": hard_fraction,
         "hard_subimages": len(hard),
         "hard_max_bicubic_psnr_x4": max(score for _, score in hard),
         "lr_images": lr.written,
-        "licenses": sorted({r.licensing.license for r in kept if r.licensing is not None}),
-        "images": [asdict(r) for r in records],
     }
-    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
-    (out / "manifest.json").write_text(text, encoding="utf-8")
+
+
+def _write_manifest(path: Path, manifest: dict[str, object]) -> None:
+    path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _kept_outputs(manifest: dict[str, Any]) -> list[str]:
+    # The stems of the kept photographs (hr/<stem>.png), in the manifest's order.
+    return [Path(r["output"]).stem for r in manifest["images"] if r["kept"] and r.get("output")]
+
+
+def pack(built: Path, dest: Path, *, quality: int = PACK_QUALITY) -> dict[str, object]:
+    """Packs a built training set's photographs small enough to carry (``--pack``).
+
+    Writes ``dest/<stem>.jpg`` for every kept photograph, from ``built/hr/<stem>.png`` (the shrunk
+    photograph, not its ``_scale`` copies, which :func:`build_from_photos` makes again), as JPEG at
+    ``quality`` without chroma subsampling, and ``dest/manifest.json`` (``built``'s, with a ``packed``
+    entry) and ``dest/licenses``.
+
+    Args:
+        built: A folder that :func:`build` wrote.
+        dest: The pack's folder; made if absent, its ``.jpg`` files replaced.
+        quality: JPEG quality.
+
+    Returns:
+        The pack's manifest.
+    """
+    manifest = json.loads((built / "manifest.json").read_text(encoding="utf-8"))
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.jpg"):
+        old.unlink()
+    stems = _kept_outputs(manifest)
+    for stem in stems:
+        with Image.open(built / "hr" / f"{stem}.png") as im:
+            im.convert("RGB").save(dest / f"{stem}.jpg", quality=quality, subsampling=0)
+    manifest["packed"] = {
+        "photographs": len(stems),
+        "format": "JPEG",
+        "quality": quality,
+        "subsampling": "4:4:4",
+    }
+    shutil.copytree(built / "licenses", dest / "licenses", dirs_exist_ok=True)
+    _write_manifest(dest / "manifest.json", manifest)
+    return manifest
+
+
+def build_from_photos(
+    photos: Path,
+    out: Path,
+    *,
+    scales: Sequence[float] | None,
+    crop_size: int,
+    step: int,
+    hard_fraction: float,
+    workers: int = 1,
+) -> dict[str, object]:
+    """Builds the training set from a :func:`pack` (``--from-photos``): steps 4 to 7, no download.
+
+    Each packed photograph is decoded and written as ``out/hr/<stem>.png`` with its ``_scale`` copies
+    (Pillow LANCZOS, as :func:`build`), then :func:`subimages_and_lr` runs. The manifest is the pack's,
+    its description saying that the photographs went through the pack's JPEG, with the new counts.
+
+    Args:
+        photos: The pack's folder.
+        out: Output folder; its ``hr``, ``hr_sub`` and ``lr_sub`` folders are replaced.
+        scales: Fractions for the extra copies; None for the pack's own (its manifest's ``scales``).
+        crop_size: Sub-image side.
+        step: Sub-image step.
+        hard_fraction: Share of the sub-images listed in ``meta_info_hard.txt``.
+        workers: Processes for the sub-images, the LR images and the ranking by difficulty.
+
+    Returns:
+        The manifest, also written to ``out/manifest.json``.
+    """
+    manifest = json.loads((photos / "manifest.json").read_text(encoding="utf-8"))
+    packed = manifest.get("packed")
+    if not isinstance(packed, dict):
+        raise ValueError(f"{photos / 'manifest.json'} is not a pack's manifest (no 'packed' entry)")
+    scales = list(manifest["scales"] if scales is None else scales)
+    for sub in ("hr", "hr_sub", "lr_sub"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    (out / "hr").mkdir(parents=True)
+    by_stem = {Path(r["output"]).stem: r for r in manifest["images"] if r["kept"] and r.get("output")}
+    for stem, record in by_stem.items():
+        with Image.open(photos / f"{stem}.jpg") as im:
+            hr = im.convert("RGB")
+        hr.save(out / "hr" / f"{stem}.png", compress_level=3)
+        record["scaled_outputs"] = []
+        for name, copy in scaled_copies(hr, stem, scales, min_side=crop_size):
+            copy.save(out / "hr" / name, compress_level=3)
+            record["scaled_outputs"].append(f"hr/{name}")
+    manifest.update(
+        description=f"{DESCRIPTION}, built from a pack of JPEG q{packed['quality']} photographs",
+        scales=scales,
+        crop_size=crop_size,
+        step=step,
+        **subimages_and_lr(out, crop_size=crop_size, step=step, hard_fraction=hard_fraction, workers=workers),
+    )
+    if (photos / "licenses").is_dir():
+        shutil.copytree(photos / "licenses", out / "licenses", dirs_exist_ok=True)
+    _write_manifest(out / "manifest.json", manifest)
     return manifest
 
 
@@ -703,7 +837,13 @@ def bicubic_psnr(hr_path: Path, lr_path: Path, scale: int) -> float:
     return psnr(up, hr, crop_border=scale, y_channel=True)
 
 
-def hard_subimages(hr_sub: Path, lr_dir: Path, *, scale: int, fraction: float) -> list[tuple[str, float]]:
+def _bicubic_psnr_job(job: tuple[Path, Path, int]) -> float:
+    return bicubic_psnr(*job)
+
+
+def hard_subimages(
+    hr_sub: Path, lr_dir: Path, *, scale: int, fraction: float, workers: int = 1
+) -> list[tuple[str, float]]:
     """The hardest ``fraction`` of the sub-images: those bicubic restores worst.
 
     Args:
@@ -711,6 +851,7 @@ def hard_subimages(hr_sub: Path, lr_dir: Path, *, scale: int, fraction: float) -
         lr_dir: Folder of their LR versions at ``scale`` (``<name>x<scale>.png``).
         scale: The scale of ``lr_dir``.
         fraction: Share of the sub-images to keep, in (0, 1].
+        workers: Processes that score the sub-images.
 
     Returns:
         (file name, bicubic PSNR-Y) of the kept sub-images, sorted by name; ties at the cut keep the
@@ -719,7 +860,10 @@ def hard_subimages(hr_sub: Path, lr_dir: Path, *, scale: int, fraction: float) -
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     names = sorted(p.name for p in hr_sub.glob("*.png"))
-    scores = [(bicubic_psnr(hr_sub / n, lr_dir / f"{n[:-4]}x{scale}.png", scale), n) for n in names]
+    from sisr.prepare import run_jobs
+
+    jobs = [(hr_sub / n, lr_dir / f"{n[:-4]}x{scale}.png", scale) for n in names]
+    scores = list(zip(run_jobs(_bicubic_psnr_job, jobs, workers), names, strict=True))
     keep = sorted(scores)[: max(1, round(fraction * len(scores)))]
     return sorted((n, score) for score, n in keep)
 
@@ -730,11 +874,20 @@ def write_meta_info(path: Path, names: Sequence[str], size: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; refuses to run when ``CI`` is set."""
+    """Command line entry point; refuses to download when ``CI`` is set."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--work", required=True, help="work folder for .deb files and unpacked packages")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--work", help="download and build: work folder for .deb files and unpacked packages")
+    mode.add_argument(
+        "--pack", metavar="BUILT", help="write BUILT's photographs to --out as JPEG (no download)"
+    )
+    mode.add_argument(
+        "--from-photos", metavar="PACK", help="build the training set from a --pack folder (no download)"
+    )
     parser.add_argument(
-        "--out", required=True, help="output folder (hr/, hr_sub/, lr_sub/X*/, manifest.json)"
+        "--out",
+        required=True,
+        help="output folder (hr/, hr_sub/, lr_sub/X*/, manifest.json; with --pack, the pack)",
     )
     parser.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES), help="Debian packages")
     parser.add_argument(
@@ -744,8 +897,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scales",
         type=float,
         nargs="*",
-        default=list(DEFAULT_SCALES),
-        help="also write every photograph at these fractions of its size (default: 0.75 0.5)",
+        default=None,
+        help="also write every photograph at these fractions of its size (default: 0.75 0.5; with "
+        "--from-photos, the pack's)",
     )
     parser.add_argument(
         "--hard-fraction",
@@ -756,25 +910,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crop-size", type=int, default=480, help="sub-image size (default: 480)")
     parser.add_argument("--step", type=int, default=240, help="sub-image step (default: 240)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    parser.add_argument(
+        "--quality", type=int, default=PACK_QUALITY, help=f"--pack's JPEG quality (default: {PACK_QUALITY})"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
-    if os.environ.get("CI"):
-        print("build_trainset: refusing to run in CI (it downloads Debian packages)", file=sys.stderr)
-        return 2
-    manifest = build(
-        packages=args.packages,
-        work=Path(args.work),
-        out=Path(args.out),
-        max_short_side=args.max_short_side,
-        scales=args.scales,
-        crop_size=args.crop_size,
-        step=args.step,
-        hard_fraction=args.hard_fraction,
-        workers=args.workers,
-    )
+    out = Path(args.out)
+    try:
+        if args.pack is not None:
+            packed = pack(Path(args.pack), out, quality=args.quality)
+            size = sum(f.stat().st_size for f in out.glob("*.jpg"))
+            print(f"packed {packed['kept']} photographs into {out} ({size / 2**20:.1f} MiB)")
+            return 0
+        tail = {"crop_size": args.crop_size, "step": args.step, "hard_fraction": args.hard_fraction}
+        if args.from_photos is not None:
+            manifest = build_from_photos(
+                Path(args.from_photos), out, scales=args.scales, workers=args.workers, **tail
+            )
+        elif os.environ.get("CI"):
+            print("build_trainset: refusing to run in CI (it downloads Debian packages)", file=sys.stderr)
+            return 2
+        else:
+            manifest = build(
+                packages=args.packages,
+                work=Path(args.work),
+                out=out,
+                max_short_side=args.max_short_side,
+                scales=list(DEFAULT_SCALES) if args.scales is None else args.scales,
+                workers=args.workers,
+                **tail,
+            )
+    except (OSError, ValueError, KeyError) as e:  # SisrError is a ValueError
+        print(f"build_trainset: error: {e}", file=sys.stderr)
+        return 1
     print(
-        f"kept {manifest['kept']} photographs, dropped {manifest['dropped']}; "
+        f"kept {manifest['kept']} photographs; "
         f"{manifest['subimages']} sub-images, {manifest['lr_images']} LR images; "
         f"licenses {manifest['licenses']}"
     )

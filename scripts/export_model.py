@@ -10,8 +10,9 @@ With ``--continues`` the first run warm-started from the shipped file ``NAME`` i
 sessions whose machines keep nothing but the repository.
 The file's metadata records, besides the architecture and its arguments:
 
-- ``training``: every run's config, iterations and training set (the summary in the ``manifest.json``
-  that ``scripts/build_trainset.py`` wrote beside the run's ``dataroot_gt``), and the total iterations;
+- ``training``: every run's config, iterations, hardware (the checkpoint's ``hardware`` entry: CPU or
+  GPU, by name, and torch version) and training set (the summary in the ``manifest.json`` that
+  ``scripts/build_trainset.py`` wrote beside the run's ``dataroot_gt``), and the total iterations;
 - ``quality``: PSNR-Y / SSIM-Y of the model and of bicubic on the held-out photographs
   (:mod:`sisr.heldout`), measured here.
 
@@ -68,6 +69,8 @@ def _stage(run: str) -> dict[str, Any]:
         "experiment": experiment.name,
         "iterations": int(state["step"]),
         "config": config,
+        # What it ran on (absent from checkpoints written before sisr recorded it).
+        "hardware": state.get("hardware"),
         "data": {k: manifest[k] for k in MANIFEST_KEYS if k in manifest},
     }
 

@@ -1,9 +1,11 @@
-"""Pure helpers of scripts/build_trainset.py (no apt-get, no network: the script itself never runs here)."""
+"""scripts/build_trainset.py: its helpers and offline modes (its download, with apt-get, never runs here)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -361,3 +363,175 @@ def test_workers_option_reaches_the_pools(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(SystemExit):
         bt.main(["--work", "w", "--out", "o", "--workers", "0"])
     assert seen == {}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Carrying the set: --pack and --from-photos
+# ----------------------------------------------------------------------------------------------------
+
+
+def _built_set(root: Path) -> Path:
+    """A folder as build() leaves it: two kept photographs in hr/ (one _scale copy), one dropped."""
+    (root / "hr").mkdir(parents=True)
+    (root / "licenses").mkdir()
+    (root / "licenses" / "demo.copyright").write_text(DEP5)
+    images = []
+    for stem, pixels in (
+        ("demo_Coffee", data.coffee()[:160, :200]),
+        ("demo_Chelsea", data.chelsea()[:128, :176]),
+    ):
+        Image.fromarray(pixels).save(root / "hr" / f"{stem}.png")
+        images.append({"name": stem, "kept": True, "output": f"hr/{stem}.png", "scaled_outputs": []})
+        Image.fromarray(pixels).resize((150, 120)).save(root / "hr" / f"{stem}_scale075.png")
+    images.append({"name": "Render", "kept": False, "output": None, "scaled_outputs": []})
+    manifest = {
+        "description": bt.DESCRIPTION,
+        "kept": 2,
+        "dropped": 1,
+        "scales": [0.75],
+        "licenses": ["GPL-2+"],
+        "images": images,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_pack_writes_the_kept_photographs_as_jpeg_and_from_photos_rebuilds_the_set(tmp_path: Path) -> None:
+    from sisr.data.datasets import read_meta_info
+    from sisr.metrics import psnr
+
+    built = _built_set(tmp_path / "built")
+    packed = bt.pack(built, tmp_path / "pack", quality=95)
+    assert sorted(p.name for p in (tmp_path / "pack").glob("*.jpg")) == [
+        "demo_Chelsea.jpg",
+        "demo_Coffee.jpg",
+    ]
+    assert packed["packed"] == {"photographs": 2, "format": "JPEG", "quality": 95, "subsampling": "4:4:4"}
+    assert (tmp_path / "pack" / "licenses" / "demo.copyright").read_text() == DEP5
+    with Image.open(tmp_path / "pack" / "demo_Coffee.jpg") as im:
+        assert im.format == "JPEG" and im.size == (200, 160)
+        # 4:4:4: every chroma component has the luma's sampling factors (Pillow's layer entries).
+        assert {layer[1:3] for layer in im.layer} == {(1, 1)}
+        decoded = np.asarray(im.convert("RGB"))
+    assert psnr(decoded, data.coffee()[:160, :200], crop_border=0) > 38
+
+    out = tmp_path / "out"
+    manifest = bt.build_from_photos(
+        tmp_path / "pack", out, scales=None, crop_size=48, step=24, hard_fraction=0.5, workers=1
+    )
+    # The pack's photographs, decoded, and their _scale copies made again at the pack's scales.
+    assert sorted(p.name for p in (out / "hr").iterdir()) == [
+        "demo_Chelsea.png",
+        "demo_Chelsea_scale075.png",
+        "demo_Coffee.png",
+        "demo_Coffee_scale075.png",
+    ]
+    assert np.array_equal(np.asarray(Image.open(out / "hr" / "demo_Coffee.png")), decoded)
+    assert Image.open(out / "hr" / "demo_Coffee_scale075.png").size == (150, 120)
+    subs = sorted(p.name for p in (out / "hr_sub").iterdir())
+    assert manifest["subimages"] == len(subs) > 0
+    for scale in (2, 3, 4):
+        assert len(list((out / "lr_sub" / f"X{scale}").iterdir())) == len(subs)
+    hard = read_meta_info(out / "meta_info_hard.txt")
+    assert len(hard) == manifest["hard_subimages"] == round(0.5 * len(subs)) and set(hard) <= set(subs)
+    assert manifest["description"] == f"{bt.DESCRIPTION}, built from a pack of JPEG q95 photographs"
+    assert manifest["scales"] == [0.75] and manifest["crop_size"] == 48
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    record = next(r for r in manifest["images"] if r["name"] == "demo_Coffee")
+    assert record["scaled_outputs"] == ["hr/demo_Coffee_scale075.png"]
+
+    # The command line, in CI (no download), with a pool of 2: the same set as in one process.
+    env = {**os.environ, "CI": "true"}
+    again = tmp_path / "again"
+    cmd = [sys.executable, str(_SCRIPT), "--from-photos", str(tmp_path / "pack"), "--out", str(again)]
+    tail = ["--crop-size", "48", "--step", "24", "--hard-fraction", "0.5", "--workers", "2"]
+    done = subprocess.run(cmd + tail, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (again / "meta_info_hard.txt").read_text() == (out / "meta_info_hard.txt").read_text()
+    for name in subs:
+        assert (again / "hr_sub" / name).read_bytes() == (out / "hr_sub" / name).read_bytes()
+
+    # A folder that is not a pack: one line, exit 1.
+    bad = subprocess.run(
+        [*cmd[:3], str(built), "--out", str(tmp_path / "x")], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [
+        f"build_trainset: error: {built / 'manifest.json'} is not a pack's manifest (no 'packed' entry)"
+    ]
+
+
+@pytest.mark.slow
+def test_device_script_builds_trains_every_run_and_archives_them(tmp_path: Path) -> None:
+    """scripts/device_train.sh on the CPU: a pack of two photographs, two iterations of each run."""
+    import tarfile
+
+    import torch
+
+    built = tmp_path / "built"
+    (built / "hr").mkdir(parents=True)
+    (built / "licenses").mkdir()
+    images = []
+    for stem, pixels in (("demo_Astronaut", data.astronaut()), ("demo_Coffee", data.coffee()[:, :512])):
+        Image.fromarray(pixels).save(built / "hr" / f"{stem}.png")
+        images.append({"name": stem, "kept": True, "output": f"hr/{stem}.png", "scaled_outputs": []})
+    manifest = {
+        "description": bt.DESCRIPTION,
+        "kept": 2,
+        "scales": [],
+        "licenses": ["GPL-2+"],
+        "images": images,
+    }
+    (built / "manifest.json").write_text(json.dumps(manifest))
+    bt.pack(built, tmp_path / "pack")
+
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "DEVICE": "cpu",
+        "PYTHON": sys.executable,
+        "PACK": str(tmp_path / "pack"),
+        "SET": str(tmp_path / "set"),
+        "VAL": str(tmp_path / "val"),
+        "EXPERIMENTS": str(tmp_path / "experiments"),
+        "BUILD_ARGS": "--crop-size 256 --step 256",
+        "BUILD_WORKERS": "2",
+        "BUDGET": "600",
+        "WARMUP": "1",
+        **{f"ITERS_{run}": "3" for run in ("X4_REAL", "X2_REAL", "X4")},
+        **{f"BATCH_{run}": "1" for run in ("X4_REAL", "X2_REAL", "X4")},
+        **{f"WORKERS_{run}": "0" for run in ("X4_REAL", "X2_REAL", "X4")},
+    }
+    script = _SCRIPT.parent / "device_train.sh"
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "build.log",
+        "gpu_x2_real.tar.gz",
+        "gpu_x4.tar.gz",
+        "gpu_x4_real.tar.gz",
+        "machine.txt",
+        "manifest.json",
+    ]
+    # 2x2 sub-images of 256 from each of 512x512 and 400x512 (the last row flush with the edge).
+    assert json.loads((out / "manifest.json").read_text())["subimages"] == 4 + 4
+    for run, arch_scale, start in (
+        ("x4_real", 4, "seemore-t-x4-real"),
+        ("x2_real", 2, "seemore-t-x2-real"),
+        ("x4", 4, "seemore-t-x4"),
+    ):
+        with tarfile.open(out / f"gpu_{run}.tar.gz") as tar:
+            names = sorted(tar.getnames())
+            assert names == [
+                f"gpu_{run}/{f}" for f in ("config.yml", "log.jsonl", "models/net_g_latest.pth", "train.log")
+            ]
+            tar.extractall(tmp_path / "unpacked", filter="data")
+        ckpt = torch.load(
+            tmp_path / "unpacked" / f"gpu_{run}" / "models" / "net_g_latest.pth", weights_only=True
+        )
+        assert ckpt["step"] == 3 and ckpt["args"]["scale"] == arch_scale
+        assert ckpt["hardware"][0]["device"] == "cpu"
+        config = ckpt["config"]
+        assert config["path"]["pretrain_network_g"] == f"src/sisr/weights/{start}.safetensors"
+        assert config["datasets"]["train"]["dataroot_gt"] == str(tmp_path / "set" / "hr_sub")

@@ -24,6 +24,7 @@ from sisr.config import LossConfig, OptimConfig, SchedulerConfig, from_dict, loa
 from sisr.errors import SisrError
 from sisr.models import build
 from sisr.prepare import make_lr
+from sisr.runtime import cpu_info
 from sisr.train import (
     EMA,
     _rng_state,
@@ -280,6 +281,11 @@ def test_seemore_trains_validates_and_saves_loadable_checkpoints(images: Path, t
     ckpt = torch.load(models / "net_g_latest.pth", weights_only=True)
     assert ckpt["step"] == 40 and ckpt["arch"] == "seemore" and ckpt["config"]["name"] == "tiny"
     assert isinstance(ckpt["rng"]["numpy"][1], torch.Tensor)
+    # What the run computed on: this CPU, by the name the benchmark tables give it, and this torch.
+    assert ckpt["hardware"] == [
+        {"from_iteration": 0, "processes": 1, "device": "cpu", "name": cpu_info().describe(),
+         "cpu": cpu_info().describe(), "torch": str(torch.__version__)}
+    ]
     for k, v in result.model.state_dict().items():
         assert torch.equal(ckpt["params"][k], v)
     # load_model prefers params_ema, and those are the EMA weights, not the raw ones.
@@ -362,6 +368,9 @@ def test_a_time_limit_stops_with_a_checkpoint_that_resumes_exactly(
     for key in ("params", "params_ema"):
         for name, tensor in whole[key].items():
             assert torch.equal(tensor, parts[key][name]), (key, name)
+    # Each start records its stretch: the resumed one from iteration 1.
+    assert [h["from_iteration"] for h in parts["hardware"]] == [0, 1]
+    assert [h["device"] for h in parts["hardware"]] == ["cpu", "cpu"]
 
     for bad in ("0", "-1", "nan", "soon"):
         assert main(["train", str(path), "--time-limit", bad]) == 2  # argparse's usage error

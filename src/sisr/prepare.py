@@ -53,6 +53,7 @@ __all__ = [
     "make_degraded",
     "make_lmdb",
     "make_lr",
+    "run_jobs",
     "tile_positions",
 ]
 
@@ -105,8 +106,12 @@ def _make_dir(path: Path) -> None:
         raise SisrError(f"cannot create folder {path}: {_one_line(e)}") from e
 
 
-def _run(fn: Callable[[_T], _R], jobs: Sequence[_T], workers: int) -> list[_R]:
-    """``[fn(job) for job in jobs]``, in a pool of ``workers`` processes when ``workers > 1``."""
+def run_jobs(fn: Callable[[_T], _R], jobs: Sequence[_T], workers: int) -> list[_R]:
+    """``[fn(job) for job in jobs]``, in a pool of ``workers`` processes when ``workers > 1``.
+
+    The pool of every step here, and of ``scripts/build_trainset.py``: ``fn`` must be importable by a
+    fresh process (a module-level function), since the workers are spawned, not forked.
+    """
     if workers <= 1 or len(jobs) <= 1:
         return [fn(job) for job in jobs]
     # spawn: the parent may hold threads (torch), which fork would copy in an unusable state.
@@ -181,7 +186,7 @@ def make_lr(
     out = Path(out_dir)
     for s in checked:
         _make_dir(out / f"X{s}")
-    written = _run(_lr_job, [(p, out, checked) for p in files], workers)
+    written = run_jobs(_lr_job, [(p, out, checked) for p in files], workers)
     return Summary(images=len(files), written=sum(written))
 
 
@@ -249,7 +254,7 @@ def make_degraded(
     folder = Path(out_dir) / f"X{scale}"
     _make_dir(folder)
     jobs = [(p, folder / f"{p.stem}x{scale}.png", scale, seed, i, settings) for i, p in enumerate(files)]
-    written = _run(_degrade_job, jobs, workers)
+    written = run_jobs(_degrade_job, jobs, workers)
     return Summary(images=len(files), written=sum(written))
 
 
@@ -340,7 +345,7 @@ def extract_subimages(
     out = Path(out_dir)
     _make_dir(out)
     jobs = [(p, out, crop_size, step, thresh_size, strip_scale_suffix, compress_level) for p in files]
-    results = _run(_subimage_job, jobs, workers)
+    results = run_jobs(_subimage_job, jobs, workers)
     skipped = tuple(reason for _, reason in results if reason is not None)
     for reason in skipped:
         warnings.warn(f"left out {reason}", PrepareWarning, stacklevel=2)

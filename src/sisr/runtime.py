@@ -8,7 +8,8 @@ this machine has, or a one-line :class:`~sisr.errors.SisrError`; every command a
 :func:`reuse_freed_memory` sets how freed memory is reused, for fast PyTorch on the CPU.
 
 :func:`cpu_info` reads this CPU's name, family, model and instruction-set flags once, for the bf16 check
-of :mod:`sisr.precision` and the machine line of every benchmark table.
+of :mod:`sisr.precision` and the machine line of every benchmark table; :func:`hardware` names what a
+training run ran on, for its checkpoints.
 
 glibc's ``malloc`` serves every block above its mmap threshold (128 KiB at first, adapting up to
 32 MiB) with a fresh ``mmap`` and gives it back to the kernel with ``munmap`` when it is freed. A
@@ -47,6 +48,7 @@ __all__ = [
     "World",
     "configure_threads",
     "cpu_info",
+    "hardware",
     "init_distributed",
     "parse_cpuinfo",
     "resolve_device",
@@ -190,6 +192,28 @@ def resolve_device(device: str | torch.device | None = None, *, local_rank: int 
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise SisrError(f"device {str(device)!r} requested, but MPS is not available on this machine")
     return dev
+
+
+def hardware(device: torch.device) -> dict[str, str]:
+    """What a run on ``device`` ran on, for the metadata of its checkpoints and shipped files.
+
+    Args:
+        device: The device the run computes on.
+
+    Returns:
+        ``device`` (its type: ``cpu``, ``cuda`` or ``mps``), ``name`` (the GPU's name, e.g.
+        ``NVIDIA H200``, or :meth:`CpuInfo.describe` of this CPU), ``cpu`` (this CPU, which runs the data
+        loaders in any case) and ``torch`` (its version).
+    """
+    import torch
+
+    cpu = cpu_info().describe()
+    name = cpu
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "mps":
+        name = "Apple MPS"
+    return {"device": device.type, "name": name, "cpu": cpu, "torch": str(torch.__version__)}
 
 
 @dataclass(frozen=True)

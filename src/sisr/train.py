@@ -9,7 +9,9 @@ Outputs go to ``experiments/<name>/`` (or ``path.experiments_root``):
 
 - ``models/net_g_<iter>.pth`` and ``models/net_g_latest.pth``: self-describing checkpoints (architecture,
   constructor arguments, ``params``, ``params_ema``, optimizer, scheduler, iteration, RNG states, the
-  config) written atomically, so a kill at any moment leaves the previous checkpoint intact. They load
+  config, and ``hardware``: what the run computed on, one entry per start or resume with the iteration it
+  started from, :func:`sisr.runtime.hardware`'s device, name, CPU and torch version and the process
+  count) written atomically, so a kill at any moment leaves the previous checkpoint intact. They load
   with ``torch.load(weights_only=True)`` and with :func:`sisr.load_model` (which prefers ``params_ema``);
 - ``log.jsonl``: one JSON object per progress line and per validation;
 - ``config.yml``: the resolved config of the run;
@@ -79,7 +81,7 @@ from sisr.data.build import datasets_from_config
 from sisr.data.datasets import GTOnlyDataset, PairedImageDataset
 from sisr.data.loaders import InfiniteLoader, make_loader
 from sisr.errors import SisrError
-from sisr.runtime import World, init_distributed, resolve_device
+from sisr.runtime import World, hardware, init_distributed, resolve_device
 
 __all__ = [
     "EMA",
@@ -644,6 +646,10 @@ def _train(
                 f"has {world.world_size}: the data order will differ from an uninterrupted run"
             )
         log.line(f"resumed from {resume_path} at iteration {step}")
+    # What each stretch of the run computed on, from the iteration it started at (a resumed run may have
+    # moved between machines): checkpoints and the shipped files made from them say so.
+    ran_on = [] if state is None else list(state.get("hardware", []))
+    ran_on.append({"from_iteration": step, "processes": world.world_size, **hardware(dev)})
 
     net: nn.Module = model
     if world.enabled:
@@ -719,6 +725,7 @@ def _train(
             seed=seed,
             rng=_rng_state(),
             world_size=world.world_size,
+            hardware=ran_on,
             config=_plain(yaml.safe_load(dump_config(config))),
         )
         atomic_write(models_dir / "net_g_latest.pth", lambda tmp: shutil.copyfile(path, tmp))

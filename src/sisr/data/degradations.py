@@ -355,8 +355,11 @@ def gaussian_noise(img: Tensor, *, sigma: float, gray: bool, generator: torch.Ge
 
 
 def _poisson(img: Tensor, generator: torch.Generator) -> Tensor:
-    img = torch.clamp((img * 255.0).round(), 0, 255) / 255.0  # count the 8-bit levels as BasicSR does
-    levels = 2 ** math.ceil(math.log2(len(torch.unique(img))))
+    # Count the distinct 8-bit levels as BasicSR does (len(torch.unique)), with a histogram: no sort.
+    codes = torch.clamp((img * 255.0).round(), 0, 255)
+    img = codes / 255.0
+    distinct = int(torch.bincount(codes.flatten().to(torch.int64), minlength=256).count_nonzero())
+    levels = 2 ** math.ceil(math.log2(distinct))
     return torch.poisson(img * levels, generator=generator) / levels - img
 
 
