@@ -66,8 +66,9 @@ writes the kept photographs of a built set (its ``hr/<stem>.png``, not the ``_sc
 ``PACK/<stem>.jpg``, JPEG at ``--quality`` (default 95) with no chroma subsampling, beside its
 ``manifest.json`` (with a ``packed`` entry) and ``licenses/``: 31 MiB for the default set, against
 229 MB of PNG. ``--from-photos PACK --out OUT`` then runs steps 4 to 7 from the pack, with no download
-(so it may run in CI): the ``_scale`` copies, the sub-images, the LR images, the ranking by difficulty
-(in ``--workers`` processes too) and the manifest, whose description says that the photographs went
+(so it may run in CI): the ``_scale`` copies, the sub-images, the LR images (``--lr-scales``, default
+2 3 4; 4 ranks the sub-images), the ranking by difficulty (in ``--workers`` processes too) and the
+manifest, whose description says that the photographs went
 through the pack's JPEG. That set differs from the original by the pack's compression only:
 
     python scripts/build_trainset.py --pack datasets/trainset2 --out datasets/trainset2-photos
@@ -102,6 +103,7 @@ DEFAULT_PACKAGES = (
 # Extra copies of every kept photograph at these fractions of its size (Real-ESRGAN's multi-scale DF2K):
 # shrinking packs more detail into each pixel, closer to the photographs users upscale.
 DEFAULT_SCALES = (0.75, 0.5)
+LR_SCALES = (2, 3, 4)  # the MATLAB-bicubic LR sub-images written to lr_sub/X<s>
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DESCRIPTION = "sisr default-model training set: photographs from Debian wallpaper packages"
 # --pack's JPEG quality (4:4:4): the 36 photographs of the default packages take 31 MiB, which fits in
@@ -699,9 +701,17 @@ def build(
 
 
 def subimages_and_lr(
-    out: Path, *, crop_size: int, step: int, hard_fraction: float, workers: int
+    out: Path,
+    *,
+    crop_size: int,
+    step: int,
+    hard_fraction: float,
+    workers: int,
+    lr_scales: Sequence[int] = LR_SCALES,
 ) -> dict[str, object]:
-    """Steps 5 and 6 on ``out/hr``: ``hr_sub``, ``lr_sub/X2..X4`` and ``meta_info_hard.txt``.
+    """Steps 5 and 6 on ``out/hr``: ``hr_sub``, ``lr_sub/X<s>`` and ``meta_info_hard.txt``.
+
+    ``lr_scales`` must hold 4, the scale of the ranking by difficulty.
 
     Returns:
         The manifest's entries for them: ``subimages``, ``hard_fraction``, ``hard_subimages``,
@@ -709,8 +719,10 @@ def subimages_and_lr(
     """
     from sisr.prepare import extract_subimages, make_lr
 
+    if 4 not in lr_scales:
+        raise ValueError(f"the LR scales {list(lr_scales)} lack 4, which ranks the sub-images by difficulty")
     sub = extract_subimages(out / "hr", out / "hr_sub", crop_size=crop_size, step=step, workers=workers)
-    lr = make_lr(out / "hr_sub", out / "lr_sub", [2, 3, 4], workers=workers)
+    lr = make_lr(out / "hr_sub", out / "lr_sub", list(lr_scales), workers=workers)
     hard = hard_subimages(
         out / "hr_sub", out / "lr_sub" / "X4", scale=4, fraction=hard_fraction, workers=workers
     )
@@ -721,6 +733,7 @@ def subimages_and_lr(
         "hard_subimages": len(hard),
         "hard_max_bicubic_psnr_x4": max(score for _, score in hard),
         "lr_images": lr.written,
+        "lr_scales": list(lr_scales),
     }
 
 
@@ -777,6 +790,7 @@ def build_from_photos(
     step: int,
     hard_fraction: float,
     workers: int = 1,
+    lr_scales: Sequence[int] = LR_SCALES,
 ) -> dict[str, object]:
     """Builds the training set from a :func:`pack` (``--from-photos``): steps 4 to 7, no download.
 
@@ -792,6 +806,7 @@ def build_from_photos(
         step: Sub-image step.
         hard_fraction: Share of the sub-images listed in ``meta_info_hard.txt``.
         workers: Processes for the sub-images, the LR images and the ranking by difficulty.
+        lr_scales: The scales of the LR sub-images (4 among them).
 
     Returns:
         The manifest, also written to ``out/manifest.json``.
@@ -818,7 +833,14 @@ def build_from_photos(
         scales=scales,
         crop_size=crop_size,
         step=step,
-        **subimages_and_lr(out, crop_size=crop_size, step=step, hard_fraction=hard_fraction, workers=workers),
+        **subimages_and_lr(
+            out,
+            crop_size=crop_size,
+            step=step,
+            hard_fraction=hard_fraction,
+            workers=workers,
+            lr_scales=lr_scales,
+        ),
     )
     if (photos / "licenses").is_dir():
         shutil.copytree(photos / "licenses", out / "licenses", dirs_exist_ok=True)
@@ -911,11 +933,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=240, help="sub-image step (default: 240)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     parser.add_argument(
+        "--lr-scales",
+        type=int,
+        nargs="+",
+        default=list(LR_SCALES),
+        help="with --from-photos: the LR sub-images to write, 4 among them (default: 2 3 4)",
+    )
+    parser.add_argument(
         "--quality", type=int, default=PACK_QUALITY, help=f"--pack's JPEG quality (default: {PACK_QUALITY})"
     )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if 4 not in args.lr_scales:
+        parser.error(f"--lr-scales {args.lr_scales} lacks 4, which ranks the sub-images by difficulty")
     out = Path(args.out)
     try:
         if args.pack is not None:
@@ -926,7 +957,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         tail = {"crop_size": args.crop_size, "step": args.step, "hard_fraction": args.hard_fraction}
         if args.from_photos is not None:
             manifest = build_from_photos(
-                Path(args.from_photos), out, scales=args.scales, workers=args.workers, **tail
+                Path(args.from_photos),
+                out,
+                scales=args.scales,
+                workers=args.workers,
+                lr_scales=args.lr_scales,
+                **tail,
             )
         elif os.environ.get("CI"):
             print("build_trainset: refusing to run in CI (it downloads Debian packages)", file=sys.stderr)

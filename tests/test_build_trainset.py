@@ -444,14 +444,36 @@ def test_pack_writes_the_kept_photographs_as_jpeg_and_from_photos_rebuilds_the_s
     env = {**os.environ, "CI": "true"}
     again = tmp_path / "again"
     cmd = [sys.executable, str(_SCRIPT), "--from-photos", str(tmp_path / "pack"), "--out", str(again)]
-    tail = ["--crop-size", "48", "--step", "24", "--hard-fraction", "0.5", "--workers", "2"]
+    tail = [
+        "--crop-size",
+        "48",
+        "--step",
+        "24",
+        "--hard-fraction",
+        "0.5",
+        "--workers",
+        "2",
+        "--lr-scales",
+        "4",
+    ]
     done = subprocess.run(cmd + tail, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (again / "meta_info_hard.txt").read_text() == (out / "meta_info_hard.txt").read_text()
+    assert sorted(p.name for p in (again / "lr_sub").iterdir()) == ["X4"]
+    assert json.loads((again / "manifest.json").read_text())["lr_scales"] == [4] and manifest[
+        "lr_scales"
+    ] == [2, 3, 4]
     for name in subs:
         assert (again / "hr_sub" / name).read_bytes() == (out / "hr_sub" / name).read_bytes()
 
-    # A folder that is not a pack: one line, exit 1.
+    # LR scales without 4, and a folder that is not a pack: one line, exit 1.
+    no4 = subprocess.run([*cmd, "--lr-scales", "2", "3"], env=env, capture_output=True, text=True)
+    assert no4.returncode == 2 and "Traceback" not in no4.stderr
+    assert (
+        no4.stderr.strip()
+        .splitlines()[-1]
+        .endswith("error: --lr-scales [2, 3] lacks 4, which ranks the sub-images by difficulty")
+    )
     bad = subprocess.run(
         [*cmd[:3], str(built), "--out", str(tmp_path / "x")], env=env, capture_output=True, text=True
     )
