@@ -72,6 +72,9 @@ manifest, whose description says that the photographs went
 through the pack's JPEG. That set differs from the original by the pack's compression only:
 
     python scripts/build_trainset.py --pack datasets/trainset2 --out datasets/trainset2-photos
+
+(``--work WORK --out OUT --photos-only`` stops after ``OUT/hr`` and the manifest, which is all that
+``--pack`` reads: the quick way to a pack on a fresh machine.)
     python scripts/build_trainset.py --from-photos datasets/trainset2-photos --out OUT --workers 12
 """
 
@@ -614,6 +617,7 @@ def build(
     step: int,
     hard_fraction: float,
     workers: int = 1,
+    photos_only: bool = False,
 ) -> dict[str, object]:
     """Runs the whole pipeline (see the module docstring).
 
@@ -628,6 +632,8 @@ def build(
         step: Sub-image step.
         hard_fraction: Share of the sub-images listed in ``meta_info_hard.txt``.
         workers: Processes for the sub-images and the LR images (`sisr prepare`'s pools).
+        photos_only: Stop after ``out/hr`` and the manifest (steps 1 to 4 and 7), enough for
+            :func:`pack`: no sub-images, LR images or ranking, whose counts the manifest then lacks.
 
     Returns:
         The manifest, also written to ``out/manifest.json``.
@@ -692,7 +698,13 @@ def build(
         "step": step,
         "kept": len(kept),
         "dropped": len(records) - len(kept),
-        **subimages_and_lr(out, crop_size=crop_size, step=step, hard_fraction=hard_fraction, workers=workers),
+        **(
+            {}
+            if photos_only
+            else subimages_and_lr(
+                out, crop_size=crop_size, step=step, hard_fraction=hard_fraction, workers=workers
+            )
+        ),
         "licenses": sorted({r.licensing.license for r in kept if r.licensing is not None}),
         "images": [asdict(r) for r in records],
     }
@@ -940,6 +952,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --from-photos: the LR sub-images to write, 4 among them (default: 2 3 4)",
     )
     parser.add_argument(
+        "--photos-only",
+        action="store_true",
+        help="with --work: stop after hr/ and the manifest (enough for --pack)",
+    )
+    parser.add_argument(
         "--quality", type=int, default=PACK_QUALITY, help=f"--pack's JPEG quality (default: {PACK_QUALITY})"
     )
     args = parser.parse_args(argv)
@@ -975,8 +992,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_short_side=args.max_short_side,
                 scales=list(DEFAULT_SCALES) if args.scales is None else args.scales,
                 workers=args.workers,
+                photos_only=args.photos_only,
                 **tail,
             )
+            if args.photos_only:
+                print(f"kept {manifest['kept']} photographs in {out / 'hr'} (no sub-images: --photos-only)")
+                return 0
     except (OSError, ValueError, KeyError) as e:  # SisrError is a ValueError
         print(f"build_trainset: error: {e}", file=sys.stderr)
         return 1

@@ -356,7 +356,9 @@ def test_workers_option_reaches_the_pools(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(bt, "build", fake_build)
     assert bt.main(["--work", "w", "--out", "o", "--workers", "3"]) == 0
-    assert seen["workers"] == 3
+    assert seen["workers"] == 3 and seen["photos_only"] is False
+    assert bt.main(["--work", "w", "--out", "o", "--photos-only"]) == 0
+    assert seen["photos_only"] is True
     assert bt.main(["--work", "w", "--out", "o"]) == 0
     assert seen["workers"] == 1
     seen.clear()
@@ -394,6 +396,32 @@ def _built_set(root: Path) -> Path:
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+def test_photos_only_build_is_enough_for_a_pack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    root = tmp_path / "pkg"
+    (root / "usr/share/backgrounds/demo").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(root / "usr/share/backgrounds/demo/Astro.jpg", quality=98)
+    package = bt.Package("demo-backgrounds", "1.0", root, DEP5)
+    monkeypatch.setattr(bt, "download_packages", lambda names, work: [package])
+    out = tmp_path / "built"
+    manifest = bt.build(
+        packages=["demo-backgrounds"],
+        work=tmp_path / "work",
+        out=out,
+        max_short_side=1440,
+        scales=[0.5],
+        crop_size=256,
+        step=128,
+        hard_fraction=0.3,
+        photos_only=True,
+    )
+    assert manifest["kept"] == 1 and "subimages" not in manifest
+    assert sorted(p.name for p in (out / "hr").iterdir()) == ["demo_Astro.png", "demo_Astro_scale050.png"]
+    assert not (out / "hr_sub").exists() and not (out / "meta_info_hard.txt").exists()
+    packed = bt.pack(out, tmp_path / "pack")
+    assert packed["packed"]["photographs"] == 1
+    assert sorted(p.name for p in (tmp_path / "pack").glob("*.jpg")) == ["demo_Astro.jpg"]
 
 
 def test_pack_writes_the_kept_photographs_as_jpeg_and_from_photos_rebuilds_the_set(tmp_path: Path) -> None:
