@@ -1,4 +1,4 @@
-"""scripts/build_trainset.py: its helpers and offline modes (its download, with apt-get, never runs here)."""
+"""scripts/build_trainset.py (helpers, offline modes; never its apt-get download) and export stages."""
 
 from __future__ import annotations
 
@@ -585,3 +585,36 @@ def test_device_script_builds_trains_every_run_and_archives_them(tmp_path: Path)
         config = ckpt["config"]
         assert config["path"]["pretrain_network_g"] == f"src/sisr/weights/{start}.safetensors"
         assert config["datasets"]["train"]["dataroot_gt"] == str(tmp_path / "set" / "hr_sub")
+
+
+def test_export_records_each_runs_hardware_and_training_set(tmp_path: Path) -> None:
+    """scripts/export_model.py's stage record of a run: iterations, config, hardware, the set's summary."""
+    import yaml
+
+    from sisr.checkpoint import save_checkpoint
+
+    spec = importlib.util.spec_from_file_location("export_model", _SCRIPT.parent / "export_model.py")
+    assert spec is not None and spec.loader is not None
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+
+    built = _built_set(tmp_path / "set")
+    exp = tmp_path / "gpu_x4_real"
+    (exp / "models").mkdir(parents=True)
+    config = {"name": "gpu_x4_real", "datasets": {"train": {"dataroot_gt": str(built / "hr_sub")}}}
+    (exp / "config.yml").write_text(yaml.safe_dump(config))
+    ran_on = [
+        {"from_iteration": 0, "processes": 1, "device": "cuda", "name": "NVIDIA H200", "torch": "2.11.0"}
+    ]
+    args = {"scale": 4, "num_layers": 1, "embedding_dim": 8}
+    save_checkpoint(
+        exp / "models" / "net_g_latest.pth", arch="seemore", args=args, params={}, step=7, hardware=ran_on
+    )
+    stage = export._stage(str(exp))
+    assert stage["iterations"] == 7 and stage["config"] == config and stage["hardware"] == ran_on
+    assert stage["data"] == {
+        "description": bt.DESCRIPTION,
+        "kept": 2,
+        "scales": [0.75],
+        "licenses": ["GPL-2+"],
+    }
