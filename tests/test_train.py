@@ -283,8 +283,14 @@ def test_seemore_trains_validates_and_saves_loadable_checkpoints(images: Path, t
     assert isinstance(ckpt["rng"]["numpy"][1], torch.Tensor)
     # What the run computed on: this CPU, by the name the benchmark tables give it, and this torch.
     assert ckpt["hardware"] == [
-        {"from_iteration": 0, "processes": 1, "device": "cpu", "name": cpu_info().describe(),
-         "cpu": cpu_info().describe(), "torch": str(torch.__version__)}
+        {
+            "from_iteration": 0,
+            "processes": 1,
+            "device": "cpu",
+            "name": cpu_info().describe(),
+            "cpu": cpu_info().describe(),
+            "torch": str(torch.__version__),
+        }
     ]
     for k, v in result.model.state_dict().items():
         assert torch.equal(ckpt["params"][k], v)
