@@ -513,6 +513,18 @@ def scaled_copies(
     return copies
 
 
+def write_hr(
+    image: Image.Image, hr_dir: Path, stem: str, scales: Sequence[float], *, min_side: int
+) -> list[str]:
+    """Writes ``hr_dir/<stem>.png`` and its :func:`scaled_copies`; returns the copies' ``hr/<name>`` paths."""
+    image.save(hr_dir / f"{stem}.png", compress_level=3)
+    written = []
+    for name, copy in scaled_copies(image, stem, scales, min_side=min_side):
+        copy.save(hr_dir / name, compress_level=3)
+        written.append(f"hr/{name}")
+    return written
+
+
 def _thumbnail(image: Image.Image, size: tuple[int, int] = (240, 150)) -> Image.Image:
     thumb = image.convert("RGB")
     thumb.thumbnail(size, Image.Resampling.BOX)
@@ -674,12 +686,9 @@ def build(
                 if keep:
                     stem = output_stem(package.name, cand.name)
                     hr = shrink(im, max_short_side)
-                    hr.save(hr_dir / f"{stem}.png", compress_level=3)
                     record.output = f"hr/{stem}.png"
                     record.hr_size = [hr.width, hr.height]
-                    for name, copy in scaled_copies(hr, stem, scales, min_side=crop_size):
-                        copy.save(hr_dir / name, compress_level=3)
-                        record.scaled_outputs.append(f"hr/{name}")
+                    record.scaled_outputs = write_hr(hr, hr_dir, stem, scales, min_side=crop_size)
                 thumbs[keep].append((_thumbnail(im), f"{package.name[:6]}:{cand.name}"))
             records.append(record)
             print(f"{'keep' if keep else 'drop'} {package.name}:{cand.path}  {reason}", flush=True)
@@ -753,9 +762,9 @@ def _write_manifest(path: Path, manifest: dict[str, object]) -> None:
     path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _kept_outputs(manifest: dict[str, Any]) -> list[str]:
-    # The stems of the kept photographs (hr/<stem>.png), in the manifest's order.
-    return [Path(r["output"]).stem for r in manifest["images"] if r["kept"] and r.get("output")]
+def _kept_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    # The kept photographs' records by output stem (hr/<stem>.png), in the manifest's order.
+    return {Path(r["output"]).stem: r for r in manifest["images"] if r["kept"] and r.get("output")}
 
 
 def pack(built: Path, dest: Path, *, quality: int = PACK_QUALITY) -> dict[str, object]:
@@ -778,7 +787,7 @@ def pack(built: Path, dest: Path, *, quality: int = PACK_QUALITY) -> dict[str, o
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.jpg"):
         old.unlink()
-    stems = _kept_outputs(manifest)
+    stems = list(_kept_records(manifest))
     for stem in stems:
         with Image.open(built / "hr" / f"{stem}.png") as im:
             im.convert("RGB").save(dest / f"{stem}.jpg", quality=quality, subsampling=0)
@@ -831,15 +840,10 @@ def build_from_photos(
     for sub in ("hr", "hr_sub", "lr_sub"):
         shutil.rmtree(out / sub, ignore_errors=True)
     (out / "hr").mkdir(parents=True)
-    by_stem = {Path(r["output"]).stem: r for r in manifest["images"] if r["kept"] and r.get("output")}
-    for stem, record in by_stem.items():
+    for stem, record in _kept_records(manifest).items():
         with Image.open(photos / f"{stem}.jpg") as im:
             hr = im.convert("RGB")
-        hr.save(out / "hr" / f"{stem}.png", compress_level=3)
-        record["scaled_outputs"] = []
-        for name, copy in scaled_copies(hr, stem, scales, min_side=crop_size):
-            copy.save(out / "hr" / name, compress_level=3)
-            record["scaled_outputs"].append(f"hr/{name}")
+        record["scaled_outputs"] = write_hr(hr, out / "hr", stem, scales, min_side=crop_size)
     manifest.update(
         description=f"{DESCRIPTION}, built from a pack of JPEG q{packed['quality']} photographs",
         scales=scales,
