@@ -72,10 +72,12 @@ manifest, whose description says that the photographs went
 through the pack's JPEG. That set differs from the original by the pack's compression only:
 
     python scripts/build_trainset.py --pack datasets/trainset2 --out datasets/trainset2-photos
+    python scripts/build_trainset.py --from-photos datasets/trainset2-photos --out OUT --workers 12
 
 (``--work WORK --out OUT --photos-only`` stops after ``OUT/hr`` and the manifest, which is all that
-``--pack`` reads: the quick way to a pack on a fresh machine.)
-    python scripts/build_trainset.py --from-photos datasets/trainset2-photos --out OUT --workers 12
+``--pack`` reads: the quick way to a pack on a fresh machine.) Every photograph and manifest is written
+to a temporary name and renamed (:func:`sisr.atomic.atomic_write`), and a pack's manifest comes last,
+so an interrupted run leaves no partial file and no pack that looks finished.
 """
 
 from __future__ import annotations
@@ -517,10 +519,15 @@ def write_hr(
     image: Image.Image, hr_dir: Path, stem: str, scales: Sequence[float], *, min_side: int
 ) -> list[str]:
     """Writes ``hr_dir/<stem>.png`` and its :func:`scaled_copies`; returns the copies' ``hr/<name>`` paths."""
-    image.save(hr_dir / f"{stem}.png", compress_level=3)
+    from sisr.atomic import atomic_write
+
+    def save(name: str, picture: Image.Image) -> None:
+        atomic_write(hr_dir / name, lambda tmp: picture.save(tmp, format="PNG", compress_level=3))
+
+    save(f"{stem}.png", image)
     written = []
     for name, copy in scaled_copies(image, stem, scales, min_side=min_side):
-        copy.save(hr_dir / name, compress_level=3)
+        save(name, copy)
         written.append(f"hr/{name}")
     return written
 
@@ -630,6 +637,7 @@ def build(
     hard_fraction: float,
     workers: int = 1,
     photos_only: bool = False,
+    lr_scales: Sequence[int] = LR_SCALES,
 ) -> dict[str, object]:
     """Runs the whole pipeline (see the module docstring).
 
@@ -646,6 +654,7 @@ def build(
         workers: Processes for the sub-images and the LR images (`sisr prepare`'s pools).
         photos_only: Stop after ``out/hr`` and the manifest (steps 1 to 4 and 7), enough for
             :func:`pack`: no sub-images, LR images or ranking, whose counts the manifest then lacks.
+        lr_scales: The scales of the LR sub-images (4 among them).
 
     Returns:
         The manifest, also written to ``out/manifest.json``.
@@ -711,7 +720,12 @@ def build(
             {}
             if photos_only
             else subimages_and_lr(
-                out, crop_size=crop_size, step=step, hard_fraction=hard_fraction, workers=workers
+                out,
+                crop_size=crop_size,
+                step=step,
+                hard_fraction=hard_fraction,
+                workers=workers,
+                lr_scales=lr_scales,
             )
         ),
         "licenses": sorted({r.licensing.license for r in kept if r.licensing is not None}),
@@ -759,7 +773,10 @@ def subimages_and_lr(
 
 
 def _write_manifest(path: Path, manifest: dict[str, object]) -> None:
-    path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    from sisr.atomic import atomic_write
+
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _kept_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -783,14 +800,22 @@ def pack(built: Path, dest: Path, *, quality: int = PACK_QUALITY) -> dict[str, o
     Returns:
         The pack's manifest.
     """
+    from sisr.atomic import atomic_write
+
     manifest = json.loads((built / "manifest.json").read_text(encoding="utf-8"))
     dest.mkdir(parents=True, exist_ok=True)
+    # The manifest goes first and comes back last: a pack cut short has none, and --from-photos refuses it.
+    (dest / "manifest.json").unlink(missing_ok=True)
     for old in dest.glob("*.jpg"):
         old.unlink()
     stems = list(_kept_records(manifest))
     for stem in stems:
         with Image.open(built / "hr" / f"{stem}.png") as im:
-            im.convert("RGB").save(dest / f"{stem}.jpg", quality=quality, subsampling=0)
+            rgb = im.convert("RGB")
+        atomic_write(
+            dest / f"{stem}.jpg",
+            lambda tmp, rgb=rgb: rgb.save(tmp, format="JPEG", quality=quality, subsampling=0),
+        )
     manifest["packed"] = {
         "photographs": len(stems),
         "format": "JPEG",
@@ -953,7 +978,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         nargs="+",
         default=list(LR_SCALES),
-        help="with --from-photos: the LR sub-images to write, 4 among them (default: 2 3 4)",
+        help="the scales of the LR sub-images to write, 4 among them (default: 2 3 4)",
     )
     parser.add_argument(
         "--photos-only",
@@ -966,6 +991,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.photos_only and args.work is None:
+        parser.error(
+            "--photos-only goes with --work (the download); --pack and --from-photos make no photographs"
+        )
     if 4 not in args.lr_scales:
         parser.error(f"--lr-scales {args.lr_scales} lacks 4, which ranks the sub-images by difficulty")
     out = Path(args.out)
@@ -997,6 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scales=list(DEFAULT_SCALES) if args.scales is None else args.scales,
                 workers=args.workers,
                 photos_only=args.photos_only,
+                lr_scales=args.lr_scales,
                 **tail,
             )
             if args.photos_only:

@@ -359,6 +359,10 @@ def test_workers_option_reaches_the_pools(monkeypatch: pytest.MonkeyPatch) -> No
     assert seen["workers"] == 3 and seen["photos_only"] is False
     assert bt.main(["--work", "w", "--out", "o", "--photos-only"]) == 0
     assert seen["photos_only"] is True
+    seen.clear()
+    with pytest.raises(SystemExit):
+        bt.main(["--pack", "b", "--out", "o", "--photos-only"])
+    assert seen == {}
     assert bt.main(["--work", "w", "--out", "o"]) == 0
     assert seen["workers"] == 1
     seen.clear()
@@ -494,6 +498,12 @@ def test_pack_writes_the_kept_photographs_as_jpeg_and_from_photos_rebuilds_the_s
     for name in subs:
         assert (again / "hr_sub" / name).read_bytes() == (out / "hr_sub" / name).read_bytes()
 
+    # A pack cut short (here by a photograph gone missing) has no manifest, so it is never taken for one.
+    (built / "hr" / "demo_Coffee.png").unlink()
+    with pytest.raises(OSError):
+        bt.pack(built, tmp_path / "pack")
+    assert not (tmp_path / "pack" / "manifest.json").exists()
+    assert not [p for p in (tmp_path / "pack").iterdir() if p.name.endswith(".tmp")]
     # LR scales without 4, and a folder that is not a pack: one line, exit 1.
     no4 = subprocess.run([*cmd, "--lr-scales", "2", "3"], env=env, capture_output=True, text=True)
     assert no4.returncode == 2 and "Traceback" not in no4.stderr
